@@ -1,0 +1,115 @@
+/*
+ * cache: the node cache. A directory with a SQLite index (the truth), content-addressed blobs,
+ * partial downloads under tmp/, and per-model trees of hard links that consumers read. See
+ * cache/README.md for the on-disk layout and the publish protocol.
+ *
+ * Front ends (cmd/, initcontainer/) use only this header. It re-exports the fetcher's options
+ * (struct mc_fetch_opts) because a pull is configured with them.
+ */
+#ifndef MC_CACHE_H
+#define MC_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mc_err.h"
+#include "mc_fetch.h"
+
+#define MC_DEFAULT_CACHE_DIR "/var/cache/mcache"
+
+struct mc_cache;
+
+/*
+ * Opens the cache at @dir, creating the directory, its layout and the index when missing, and
+ * upgrading an older index schema. Returns 0 and sets *out, or a negative code with @err set
+ * (-errno for the directory, MC_E_INDEX for an index that is not ours or corrupt).
+ */
+int mc_cache_open(struct mc_cache **out, const char *dir, struct mc_err *err);
+
+/* Closes the index and frees @c; NULL is fine. */
+void mc_cache_close(struct mc_cache *c);
+
+struct mc_pull_opts {
+	const char *name;          /* model name (mc_name_is_valid); NULL → derived from uri[0] */
+	const char *const *uris;   /* http(s) URLs; the file name is the URL path's basename */
+	size_t nuris;
+	struct mc_fetch_opts fetch; /* connections, chunk size, rate, TLS, writer, progress */
+};
+
+struct mc_pull_result {
+	char name[129];       /* the model name used */
+	int64_t version;      /* the version id now current */
+	uint64_t files;       /* files in the model */
+	uint64_t bytes;       /* bytes in the model */
+	uint64_t bytes_fetched; /* bytes received from origins in this run */
+	uint64_t files_reused;  /* files already in the cache (same object, or same digest) */
+	const char *writer;   /* the writer backend used: "io_uring" or "pwrite" */
+};
+
+/*
+ * Pulls every URI into the model @o->name: downloads what the cache lacks, publishes each file
+ * as a read-only blob, builds the model's tree and makes it current atomically. A file appears
+ * under models/NAME/ only complete, size-checked, checksummed and fsynced.
+ * Returns 0 and fills @res, or a negative code with @err set; nothing already cached is lost.
+ */
+int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pull_result *res,
+		  struct mc_err *err);
+
+/* One file of a model, as listed by mc_cache_list(). Strings live until the callback returns. */
+struct mc_file_info {
+	const char *path;   /* relative to the model's tree */
+	uint64_t size;
+	const char *digest; /* hex XXH3-128 file digest */
+	const char *source; /* redacted URL */
+	const char *etag;   /* "" when none */
+};
+
+struct mc_model_info {
+	const char *name;
+	const char *state;  /* "complete", or "pulling"/"failed" for a model never completed */
+	int64_t version;
+	uint64_t files;
+	uint64_t bytes;
+	bool pinned;
+	int64_t created_at;   /* unix seconds */
+	int64_t last_used_at; /* unix seconds */
+	const struct mc_file_info *file; /* the files of the current version */
+	size_t nfile;
+};
+
+/*
+ * Calls @cb for each model, by name. Stops and returns @cb's value when it is non-zero.
+ * Returns 0 or a negative code with @err set.
+ */
+int mc_cache_list(struct mc_cache *c, int (*cb)(void *ctx, const struct mc_model_info *m),
+		  void *ctx, struct mc_err *err);
+
+enum {
+	MC_VERIFY_DEEP = 1 << 0, /* rehash every blob instead of comparing size/inode/mtime */
+};
+
+/* One problem found by verify. Strings live until the callback returns. */
+struct mc_finding {
+	const char *model;    /* "" for cache-wide findings (orphan blob, stray temp file) */
+	const char *path;     /* file path in the model, or the blob's path in the cache */
+	const char *kind;     /* "missing", "size", "changed", "digest", "not-readonly",
+				 "not-linked", "orphan-blob" */
+	const char *expected; /* "" when not applicable */
+	const char *actual;   /* "" when not applicable */
+};
+
+/*
+ * Checks @names[0..n) (every model when n == 0) against the disk. Calls @cb for each finding,
+ * sets *nfindings. Never changes the index or the disk. Returns 0 (findings or not), or a
+ * negative code with @err set when the check itself could not run (MC_E_NOTFOUND for an unknown
+ * name).
+ */
+int mc_cache_verify(struct mc_cache *c, const char *const *names, size_t n, unsigned flags,
+		    void (*cb)(void *ctx, const struct mc_finding *f), void *ctx,
+		    uint64_t *nfindings, struct mc_err *err);
+
+/* The cache directory @c was opened on. */
+const char *mc_cache_dir(const struct mc_cache *c);
+
+#endif

@@ -1,0 +1,153 @@
+/*
+ * fetcher: bytes from origins onto disk.
+ *
+ * mc_fetch_run() downloads a set of files concurrently over one libcurl multi handle: each file
+ * is split into chunks of opts->chunk_size bytes, at most opts->connections ranges are in flight
+ * across all files, and the bytes go through a writer (io_uring, or pwrite where io_uring is
+ * unavailable) into file descriptors the caller provides. The fetcher knows nothing of the
+ * cache: it asks the caller, through struct mc_fetch_ops, where bytes go and tells it when they
+ * are durable.
+ *
+ * Digest (content identity, independent of chunk size and connection count):
+ *   every file is cut into blocks of MC_HASH_BLOCK bytes at fixed offsets (the last one short);
+ *   each block's XXH3-128 is computed while its bytes stream in; the file digest is
+ *   XXH3-128( block_digest[0] || block_digest[1] || ... || le64(file size) ),
+ *   each block digest in XXH3's canonical (big-endian) 16-byte form. An empty file has no
+ *   blocks, so its digest is XXH3-128(le64(0)). mc_digest_file() computes the same by reading.
+ * Chunk sizes are multiples of MC_HASH_BLOCK, so a chunk owns whole blocks.
+ */
+#ifndef MC_FETCH_H
+#define MC_FETCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mc_err.h"
+
+#define MC_HASH_BLOCK (1u << 20)
+#define MC_DIGEST_LEN 16
+#define MC_DIGEST_HEX (2 * MC_DIGEST_LEN + 1)
+
+#define MC_DEFAULT_CONNECTIONS 16
+#define MC_DEFAULT_CHUNK_SIZE (16u << 20)
+#define MC_MAX_CONNECTIONS 256
+
+enum mc_writer_kind {
+	MC_WRITER_AUTO = 0, /* io_uring if io_uring_queue_init() works, else pwrite */
+	MC_WRITER_URING,
+	MC_WRITER_PWRITE,
+};
+
+/* Returns "io_uring" or "pwrite" for a resolved kind, "auto" for MC_WRITER_AUTO. */
+const char *mc_writer_kind_name(enum mc_writer_kind k);
+
+/* Parses "auto", "io_uring"/"uring" or "pwrite". Returns 0 or MC_E_USAGE. */
+int mc_writer_kind_parse(const char *s, enum mc_writer_kind *out);
+
+struct mc_fetch_opts {
+	unsigned connections; /* ranges in flight across all files; 0 → default */
+	uint64_t chunk_size;  /* bytes per range, a multiple of MC_HASH_BLOCK; 0 → default */
+	uint64_t max_rate;    /* bytes per second across all transfers; 0 → unlimited */
+	const char *ca_file;  /* PEM bundle; NULL → SSL_CERT_FILE, else libcurl's default */
+	enum mc_writer_kind writer;
+	unsigned connect_timeout_s; /* 0 → 30 */
+	unsigned stall_timeout_s;   /* abort a transfer with no bytes for this long; 0 → 30 */
+	/* Called at most a few times per second from the transfer loop; may be NULL. */
+	void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total);
+	void *progress_ctx;
+};
+
+/* Fills @o with the defaults above, the writer from MCACHE_WRITER when set. */
+void mc_fetch_opts_init(struct mc_fetch_opts *o);
+
+/* What the origin told us about one object, from its first response. */
+struct mc_remote_info {
+	uint64_t size;          /* total bytes */
+	bool ranges;            /* the origin answered a Range request with 206 */
+	char etag[256];         /* "" when the origin sent none */
+	char last_modified[64]; /* "" when the origin sent none */
+};
+
+struct mc_fetch_priv;
+
+/*
+ * One file to fetch. The caller sets the fields marked (in) before mc_fetch_run(); the engine
+ * fills the (probe) fields before calling ops->open; ops->open sets the (open) fields.
+ */
+struct mc_fetch_file {
+	const char *url;    /* (in) full URL, may carry secrets: never logged or stored */
+	const char *label;  /* (in) printable and secret-free, used in messages */
+	void *user;         /* (in) the caller's handle */
+	uint64_t max_size;  /* (in) refuse objects larger than this; 0 → no limit */
+
+	struct mc_remote_info remote; /* (probe) */
+	uint64_t chunk_size;          /* (probe) chunk size used for this file */
+	uint32_t nchunks;             /* (probe) ceil(size / chunk_size), 0 for an empty file */
+	uint64_t nblocks;             /* (probe) ceil(size / MC_HASH_BLOCK) */
+	/*
+	 * (probe) nchunks bytes and nblocks * MC_DIGEST_LEN bytes allocated by the engine, zeroed.
+	 * ops->open marks chunks it already holds durably with chunk_done[i] = 1 and copies their
+	 * block digests into block_digests; the engine then does not fetch them.
+	 */
+	uint8_t *chunk_done;
+	uint8_t *block_digests;
+
+	int fd; /* (open) where the file's bytes go, at their own offsets; the caller closes it */
+
+	uint8_t digest[MC_DIGEST_LEN]; /* (out) the file digest, valid when ops->done is called */
+	uint64_t bytes_fetched;        /* (out) body bytes received from the origin */
+
+	struct mc_fetch_priv *priv; /* engine-private */
+};
+
+struct mc_fetch_ops {
+	/*
+	 * The first response for @f has arrived and f->remote, chunk_size, nchunks, nblocks,
+	 * chunk_done and block_digests are set. Open or reopen the destination (preallocate
+	 * f->remote.size bytes), set f->fd, mark chunks already present. Return 0, or a negative
+	 * code (with @err set) to fail the whole run.
+	 */
+	int (*open)(void *ctx, struct mc_fetch_file *f, struct mc_err *err);
+	/*
+	 * The chunks @idx[0..n) of @f are written and fdatasync()ed; their block digests are in
+	 * f->block_digests. Record them (a resume may skip them). Called in batches.
+	 */
+	int (*chunks_durable)(void *ctx, struct mc_fetch_file *f, const uint32_t *idx, size_t n,
+			      struct mc_err *err);
+	/* Every chunk of @f is durable and f->digest is set. Publish or record it. */
+	int (*done)(void *ctx, struct mc_fetch_file *f, struct mc_err *err);
+};
+
+/*
+ * Fetches @files[0..n) to completion. Calls ops->open once per file, ops->chunks_durable as
+ * chunks land, ops->done once per file. Returns 0 when every file is done; otherwise the first
+ * error's code (MC_E_ORIGIN, MC_E_INTEGRITY, MC_E_CHANGED, -ENOSPC, -errno, MC_E_USAGE for a
+ * refused URL or MC_E_INTERRUPTED after mc_fetch_interrupt()) with @err set, after stopping the
+ * other transfers. Chunks already reported durable stay valid for a later resume.
+ * Only http:// and https:// URLs are accepted, also on redirects; TLS is verified.
+ */
+int mc_fetch_run(const struct mc_fetch_opts *opts, struct mc_fetch_file *const *files, size_t n,
+		 const struct mc_fetch_ops *ops, void *ctx, struct mc_err *err);
+
+/* Asks a running mc_fetch_run() to stop soon; async-signal-safe. */
+void mc_fetch_interrupt(void);
+
+/*
+ * Computes the digest of the open file @fd of @size bytes by reading it (pread), the same
+ * value the engine computes while streaming. Used by deep verify. Returns 0 or -errno.
+ */
+int mc_digest_file(int fd, uint64_t size, uint8_t digest[MC_DIGEST_LEN]);
+
+/* Combines @nblocks block digests and @size into the file digest (see the top of this file). */
+void mc_digest_combine(const uint8_t *block_digests, uint64_t nblocks, uint64_t size,
+		       uint8_t digest[MC_DIGEST_LEN]);
+
+/* One-time global init (curl_global_init); returns 0 or MC_E_ORIGIN. */
+int mc_fetch_global_init(struct mc_err *err);
+void mc_fetch_global_cleanup(void);
+
+/* "mcache/VERSION libcurl/X liburing/Y" for --version. */
+const char *mc_fetch_versions(void);
+
+#endif
