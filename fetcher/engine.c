@@ -1,1 +1,1093 @@
-/* placeholder: being written */
+/*
+ * The transfer engine behind mc_fetch_run(): many HTTP range requests over one libcurl multi
+ * handle, bytes hashed as they stream and handed to the writer, progress reported per block.
+ *
+ * Shape of a run:
+ *  - Each file starts with a probe: a GET for its first chunk (Range: bytes=0-(C-1)). The probe's
+ *    response says the size, the ETag and whether ranges work; a file smaller than a chunk is
+ *    fetched whole by its probe, so a small file costs one request. Then ops->open gets the
+ *    destination and the blocks already held (resume).
+ *  - The planner cuts the blocks not yet held into ranges of at most one chunk; free transfer
+ *    slots take ranges of files already open first (so files finish, and publish, early), then
+ *    probes of files not yet started. Every range after the probe carries If-Match (strong
+ *    ETag) or If-Range (Last-Modified), and its 206 must say exactly the bytes asked for.
+ *  - The write callback only validates, hashes (XXH3-128 per 1 MiB block) and copies into a
+ *    pooled buffer; a full buffer is queued to the writer. When the pool is empty the transfer
+ *    is paused (CURL_WRITEFUNC_PAUSE) until a write completes: memory is bounded by
+ *    connections, never by file size.
+ *  - A range is complete when its body is whole and its writes are done. Complete ranges wait
+ *    in a per-file list for an fdatasync (at most every SYNC_INTERVAL_MS, and at the file's end);
+ *    after it, ops->blocks_durable records them, so a killed run resumes from there.
+ *  - On the first error everything stops: transfers are removed, writes drained, whole blocks
+ *    already received are synced and reported durable, and the error is returned.
+ */
+#include "mc_fetch.h"
+
+#include "mc_alloc.h"
+#include "mc_util.h"
+#include "writer.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <xxhash.h>
+
+#include "mc_banned.h"
+
+/* A pooled write buffer. It divides MC_HASH_BLOCK, so a block's end always ends a buffer. */
+#define BUF_SIZE	     (256u << 10)
+#define SYNC_INTERVAL_MS     250
+#define PROGRESS_INTERVAL_MS 200
+
+_Static_assert(MC_HASH_BLOCK % BUF_SIZE == 0, "buffers must tile hash blocks");
+
+static volatile sig_atomic_t interrupted;
+
+struct engine;
+struct range;
+
+struct buf {
+	struct mc_wreq req; /* req.buf points at data, req.len is the bytes filled */
+	struct range *range;
+	struct buf *next_free;
+	char data[];
+};
+
+/* A byte range of one file in flight: its body, then its writes. */
+struct range {
+	struct mc_fetch_file *f;
+	uint64_t first_block, nblocks;
+	uint64_t start, end; /* bytes [start, end) */
+	unsigned writes;     /* buffers queued and not yet completed */
+	bool body_done;	     /* no more bytes will come for it */
+};
+
+/* A transfer slot: one easy handle, reused for range after range. */
+struct xfer {
+	struct engine *e;
+	CURL *easy;
+	struct range *r; /* NULL when the slot is idle */
+	bool probe;	 /* the first request of r->f */
+	bool checked;	 /* the response headers were validated */
+	bool cancel;	 /* aborted on purpose (skip, or overlap with held blocks) */
+	bool discard;	 /* the body is not the object (an empty file's 416) */
+	bool paused;
+	uint64_t pos;	/* absolute offset of the next body byte */
+	uint64_t block; /* the block being hashed */
+	XXH3_state_t *hs;
+	struct buf *buf; /* being filled */
+	struct curl_slist *hdrs;
+	/* Headers of the last response (redirects reset them). */
+	char content_range[128];
+	char etag[256];
+	char last_modified[64];
+	char encoding[64];
+	int64_t content_length;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+enum fstate { F_WAIT, F_PROBING, F_OPEN, F_DONE, F_SKIPPED };
+
+/* Engine state per file (struct mc_fetch_priv is its public, opaque name). */
+struct mc_fetch_priv {
+	struct mc_fetch_file *f;
+	enum fstate state;
+	uint8_t *planned; /* per block: held, or taken by a range */
+	uint64_t cursor;  /* every block before it is planned */
+	unsigned ranges;  /* ranges not yet complete */
+	struct mc_block_span *pending, *syncing;
+	size_t npending, nsyncing, cap;
+	bool sync_inflight;
+	struct mc_wreq sync;
+	uint64_t last_sync_ms;
+};
+
+struct engine {
+	struct mc_fetch_opts o;
+	const struct mc_fetch_ops *ops;
+	void *ctx;
+	struct mc_err *err;
+	int failed; /* the first error's code, 0 while all is well */
+
+	struct mc_fetch_file *const *files;
+	size_t nfiles, next_probe, first_open, ndone;
+	struct mc_fetch_priv *fs;
+
+	CURLM *multi;
+	struct xfer *x;
+	unsigned nx;
+
+	struct mc_writer *w;
+	struct buf *free_bufs;
+	unsigned nbufs, max_bufs, npaused;
+
+	uint64_t bytes_done, bytes_total, last_progress_ms;
+};
+
+static int fail(struct engine *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(struct engine *e, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (e->failed)
+		return e->failed;
+	e->failed = code;
+	if (e->err && !e->err->msg[0]) {
+		va_start(ap, fmt);
+		vsnprintf(e->err->msg, sizeof(e->err->msg), fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* ---- Buffers ---- */
+
+static bool bufs_available(const struct engine *e, unsigned n)
+{
+	unsigned nfree = 0;
+
+	for (const struct buf *b = e->free_bufs; b && nfree < n; b = b->next_free)
+		nfree++;
+	return nfree + (e->max_bufs - e->nbufs) >= n;
+}
+
+static struct buf *buf_get(struct engine *e, struct range *r, uint64_t off)
+{
+	struct buf *b = e->free_bufs;
+
+	if (b) {
+		e->free_bufs = b->next_free;
+	} else {
+		if (e->nbufs >= e->max_bufs)
+			return NULL;
+		b = mc_malloc(sizeof(*b) + BUF_SIZE);
+		if (!b)
+			return NULL;
+		e->nbufs++;
+	}
+	memset(&b->req, 0, sizeof(b->req));
+	b->req.buf = b->data;
+	b->req.off = off;
+	b->req.tag = b;
+	b->range = r;
+	return b;
+}
+
+static void buf_put(struct engine *e, struct buf *b)
+{
+	b->next_free = e->free_bufs;
+	e->free_bufs = b;
+}
+
+/* Queues the slot's buffer to the writer, or drops it when empty. */
+static void buf_flush(struct engine *e, struct xfer *x)
+{
+	struct buf *b = x->buf;
+	int ret;
+
+	if (!b)
+		return;
+	x->buf = NULL;
+	if (!b->req.len) {
+		buf_put(e, b);
+		return;
+	}
+	b->req.fd = b->range->f->fd;
+	ret = mc_writer_queue(e->w, &b->req);
+	if (ret < 0) {
+		buf_put(e, b);
+		fail(e, ret, "cannot queue a write for '%s': %s", b->range->f->label,
+		     strerror(-ret));
+		return;
+	}
+	b->range->writes++;
+}
+
+/* ---- Ranges, durability, completion ---- */
+
+static int span_push(struct mc_fetch_priv *p, uint64_t first, uint64_t count)
+{
+	if (!count)
+		return 0;
+	if (p->npending &&
+	    p->pending[p->npending - 1].first + p->pending[p->npending - 1].count == first) {
+		p->pending[p->npending - 1].count += count;
+		return 0;
+	}
+	if (p->npending == p->cap) {
+		size_t cap = p->cap ? 2 * p->cap : 8;
+		struct mc_block_span *a = mc_realloc(p->pending, cap * sizeof(*a));
+		struct mc_block_span *b;
+
+		if (!a)
+			return -ENOMEM;
+		p->pending = a;
+		b = mc_realloc(p->syncing, cap * sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		p->syncing = b;
+		p->cap = cap;
+	}
+	p->pending[p->npending].first = first;
+	p->pending[p->npending].count = count;
+	p->npending++;
+	return 0;
+}
+
+/* A range whose body and writes are both finished joins its file's list awaiting a sync. */
+static void range_maybe_complete(struct engine *e, struct range *r)
+{
+	struct mc_fetch_priv *p;
+
+	if (!r->body_done || r->writes)
+		return;
+	p = r->f->priv;
+	if (span_push(p, r->first_block, r->nblocks) < 0)
+		fail(e, -ENOMEM, "cannot record progress of '%s'", r->f->label);
+	p->ranges--;
+	mc_free(r);
+}
+
+static bool file_fully_planned(const struct mc_fetch_priv *p)
+{
+	return p->cursor >= p->f->nblocks;
+}
+
+static int file_maybe_done(struct engine *e, struct mc_fetch_priv *p)
+{
+	struct mc_fetch_file *f = p->f;
+	int ret;
+
+	if (p->state != F_OPEN || !file_fully_planned(p) || p->ranges || p->npending ||
+	    p->sync_inflight || e->failed)
+		return 0;
+	mc_digest_combine(f->block_digests, f->nblocks, f->remote.size, f->digest);
+	ret = e->ops->done(e->ctx, f, e->err);
+	if (ret < 0)
+		return fail(e, ret, "cannot publish '%s'", f->label);
+	p->state = F_DONE;
+	e->ndone++;
+	return 0;
+}
+
+/* Starts an fdatasync for the pending spans of @p when due (or @force). */
+static void sync_maybe_start(struct engine *e, struct mc_fetch_priv *p, uint64_t now, bool force)
+{
+	bool finished = file_fully_planned(p) && !p->ranges;
+	int ret;
+
+	if (p->sync_inflight || !p->npending)
+		return;
+	if (!force && !finished && now - p->last_sync_ms < SYNC_INTERVAL_MS)
+		return;
+	memcpy(p->syncing, p->pending, p->npending * sizeof(*p->pending));
+	p->nsyncing = p->npending;
+	p->npending = 0;
+	memset(&p->sync, 0, sizeof(p->sync));
+	p->sync.fd = p->f->fd;
+	p->sync.sync = true;
+	p->sync.tag = p;
+	ret = mc_writer_queue(e->w, &p->sync);
+	if (ret == -EBUSY) {
+		/* The ring is full of writes: put the spans back and try on a later pass. */
+		memcpy(p->pending, p->syncing, p->nsyncing * sizeof(*p->pending));
+		p->npending = p->nsyncing;
+		p->nsyncing = 0;
+		return;
+	}
+	if (ret < 0) {
+		fail(e, ret, "cannot sync '%s': %s", p->f->label, strerror(-ret));
+		return;
+	}
+	p->sync_inflight = true;
+	p->last_sync_ms = now;
+}
+
+static void sync_completed(struct engine *e, struct mc_fetch_priv *p, int res)
+{
+	struct mc_fetch_file *f = p->f;
+	int ret;
+
+	p->sync_inflight = false;
+	if (res < 0) {
+		fail(e, res, "cannot sync '%s': %s", f->label, strerror(-res));
+		return;
+	}
+	for (size_t i = 0; i < p->nsyncing; i++)
+		memset(f->block_done + p->syncing[i].first, 1, (size_t)p->syncing[i].count);
+	ret = e->ops->blocks_durable(e->ctx, f, p->syncing, p->nsyncing, e->err);
+	p->nsyncing = 0;
+	if (ret < 0)
+		fail(e, ret, "cannot record progress of '%s'", f->label);
+}
+
+static void on_write_done(void *ctx, struct mc_wreq *req, int res)
+{
+	struct engine *e = ctx;
+	struct buf *b;
+	struct range *r;
+
+	if (req->sync) {
+		sync_completed(e, req->tag, res);
+		return;
+	}
+	b = req->tag;
+	r = b->range;
+	if (res < 0)
+		fail(e, res, "cannot write '%s': %s", r->f->label, strerror(-res));
+	buf_put(e, b);
+	r->writes--;
+	range_maybe_complete(e, r);
+}
+
+/* ---- Response parsing ---- */
+
+static void copy_trimmed(char *dst, size_t cap, const char *v, size_t n)
+{
+	while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	while (n && (*v == ' ' || *v == '\t')) {
+		v++;
+		n--;
+	}
+	if (n >= cap)
+		n = cap - 1; /* a value too long for its field is reported by the checks below */
+	memcpy(dst, v, n);
+	dst[n] = '\0';
+}
+
+static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
+{
+	struct xfer *x = ud;
+	size_t n = size * nmemb;
+	const char *colon;
+	char num[32];
+
+	if (n >= 5 && !memcmp(p, "HTTP/", 5)) {
+		/* A new response (after a redirect or 100 Continue): forget the last one's. */
+		x->content_range[0] = x->etag[0] = x->last_modified[0] = x->encoding[0] = '\0';
+		x->content_length = -1;
+		return n;
+	}
+	colon = memchr(p, ':', n);
+	if (!colon)
+		return n;
+	size_t klen = (size_t)(colon - p), vlen = n - klen - 1;
+	const char *v = colon + 1;
+
+#define IS(name) (klen == sizeof(name) - 1 && !strncasecmp(p, name, klen))
+	if (IS("content-range")) {
+		copy_trimmed(x->content_range, sizeof(x->content_range), v, vlen);
+	} else if (IS("etag")) {
+		copy_trimmed(x->etag, sizeof(x->etag), v, vlen);
+	} else if (IS("last-modified")) {
+		copy_trimmed(x->last_modified, sizeof(x->last_modified), v, vlen);
+	} else if (IS("content-encoding")) {
+		copy_trimmed(x->encoding, sizeof(x->encoding), v, vlen);
+	} else if (IS("content-length")) {
+		uint64_t cl;
+		copy_trimmed(num, sizeof(num), v, vlen);
+		x->content_length = mc_parse_uint(num, 0, INT64_MAX, &cl) == 0 ? (int64_t)cl : -2;
+	}
+#undef IS
+	return n;
+}
+
+/* Parses "bytes A-B/T" (T may be "*" → *total = UINT64_MAX) or "bytes *\/T" (A = B = UINT64_MAX).
+ */
+static int parse_content_range(const char *s, uint64_t *a, uint64_t *b, uint64_t *total)
+{
+	char buf[128];
+	char *dash, *slash;
+
+	if (strncasecmp(s, "bytes ", 6))
+		return -1;
+	snprintf(buf, sizeof(buf), "%s", s + 6);
+	slash = strchr(buf, '/');
+	if (!slash)
+		return -1;
+	*slash = '\0';
+	if (!strcmp(slash + 1, "*"))
+		*total = UINT64_MAX;
+	else if (mc_parse_uint(slash + 1, 0, INT64_MAX, total))
+		return -1;
+	if (!strcmp(buf, "*")) {
+		*a = *b = UINT64_MAX;
+		return 0;
+	}
+	dash = strchr(buf, '-');
+	if (!dash)
+		return -1;
+	*dash = '\0';
+	if (mc_parse_uint(buf, 0, INT64_MAX, a) || mc_parse_uint(dash + 1, 0, INT64_MAX, b) ||
+	    *b < *a)
+		return -1;
+	return 0;
+}
+
+static uint64_t blocks_of(uint64_t bytes)
+{
+	return (bytes + MC_HASH_BLOCK - 1) / MC_HASH_BLOCK;
+}
+
+/* The probe's response: learn the object, open the destination, decide what the probe covers. */
+static int check_probe(struct engine *e, struct xfer *x, long code)
+{
+	struct mc_fetch_file *f = x->r->f;
+	struct mc_fetch_priv *p = f->priv;
+	struct range *r = x->r;
+	uint64_t a, b, total, chunk = e->o.chunk_size;
+	int ret;
+
+	if (code == 206) {
+		if (parse_content_range(x->content_range, &a, &b, &total) || total == UINT64_MAX ||
+		    a != 0 || b != min_u64(chunk, total) - 1)
+			return fail(e, MC_E_ORIGIN,
+				    "origin sent a bad Content-Range for '%s': '%s'", f->label,
+				    x->content_range);
+		f->remote.ranges = true;
+		f->remote.size = total;
+	} else if (code == 200) {
+		if (x->content_length < 0)
+			return fail(e, MC_E_ORIGIN, "origin sent no Content-Length for '%s'",
+				    f->label);
+		f->remote.ranges = false;
+		f->remote.size = (uint64_t)x->content_length;
+	} else if (code == 416 && !parse_content_range(x->content_range, &a, &b, &total) &&
+		   a == UINT64_MAX && total == 0) {
+		/* Content-Range "bytes *\/0": the object is empty, the body an error page. */
+		f->remote.ranges = true;
+		f->remote.size = 0;
+		x->discard = true;
+	} else {
+		return fail(e, MC_E_ORIGIN, "HTTP %ld from '%s'", code, f->label);
+	}
+	if (f->max_size && f->remote.size > f->max_size)
+		return fail(e, MC_E_ORIGIN,
+			    "refusing '%s': %" PRIu64 " bytes is more than the %" PRIu64
+			    " expected",
+			    f->label, f->remote.size, f->max_size);
+	if (strlen(x->etag) >= sizeof(x->etag) - 1 ||
+	    strlen(x->last_modified) >= sizeof(x->last_modified) - 1)
+		return fail(e, MC_E_ORIGIN, "origin sent an oversized validator header for '%s'",
+			    f->label);
+	snprintf(f->remote.etag, sizeof(f->remote.etag), "%s", x->etag);
+	snprintf(f->remote.last_modified, sizeof(f->remote.last_modified), "%s", x->last_modified);
+
+	f->nblocks = blocks_of(f->remote.size);
+	f->block_done = mc_calloc((size_t)f->nblocks, 1);
+	f->block_digests = mc_calloc((size_t)f->nblocks, MC_DIGEST_LEN);
+	p->planned = mc_calloc((size_t)f->nblocks, 1);
+	if (!f->block_done || !f->block_digests || !p->planned)
+		return fail(e, -ENOMEM, "cannot allocate the block map of '%s'", f->label);
+
+	ret = e->ops->open(e->ctx, f, e->err);
+	if (ret < 0)
+		return fail(e, ret, "cannot open a temporary file for '%s'", f->label);
+	if (f->skip) {
+		p->state = F_SKIPPED;
+		e->ndone++;
+		x->cancel = true;
+		return 0;
+	}
+	e->bytes_total += f->remote.size;
+	p->state = F_OPEN;
+	if (!f->remote.ranges)
+		memset(f->block_done, 0,
+		       (size_t)f->nblocks); /* one stream: it rewrites everything */
+	for (uint64_t i = 0; i < f->nblocks; i++)
+		e->bytes_done += f->block_done[i]
+				     ? min_u64(MC_HASH_BLOCK, f->remote.size - i * MC_HASH_BLOCK)
+				     : 0;
+	memcpy(p->planned, f->block_done, (size_t)f->nblocks);
+
+	r->end = f->remote.ranges ? min_u64(chunk, f->remote.size) : f->remote.size;
+	r->nblocks = blocks_of(r->end);
+	for (uint64_t i = 0; i < r->nblocks; i++) {
+		if (f->block_done[i]) {
+			/* A resume already holds part of what the probe brings: plan from the map.
+			 */
+			x->cancel = true;
+			return 0;
+		}
+	}
+	memset(p->planned, 1, (size_t)r->nblocks);
+	p->cursor = r->nblocks;
+	return 0;
+}
+
+/* Validates the response of @x at its first body byte (or its end, for an empty body). */
+static int check_response(struct engine *e, struct xfer *x)
+{
+	struct range *r = x->r;
+	struct mc_fetch_file *f = r->f;
+	uint64_t a, b, total;
+	long code = 0;
+	int ret;
+
+	x->checked = true;
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (x->encoding[0] && strcasecmp(x->encoding, "identity"))
+		return fail(e, MC_E_ORIGIN,
+			    "origin sent '%s' encoded (%s); mcache needs the stored bytes",
+			    f->label, x->encoding);
+	if (x->probe) {
+		ret = check_probe(e, x, code);
+		if (ret < 0 || x->cancel)
+			return ret;
+	} else {
+		if (code == 412 || code == 200)
+			return fail(e, MC_E_CHANGED,
+				    "'%s' changed on the origin during the download", f->label);
+		if (code != 206)
+			return fail(e, MC_E_ORIGIN, "HTTP %ld from '%s'", code, f->label);
+		if (parse_content_range(x->content_range, &a, &b, &total) || a != r->start ||
+		    b != r->end - 1 || total != f->remote.size)
+			return fail(e, MC_E_ORIGIN,
+				    "origin sent a bad Content-Range for '%s': '%s'", f->label,
+				    x->content_range);
+		if ((f->remote.etag[0] && strcmp(f->remote.etag, x->etag)) ||
+		    (f->remote.last_modified[0] && x->last_modified[0] &&
+		     strcmp(f->remote.last_modified, x->last_modified)))
+			return fail(e, MC_E_CHANGED,
+				    "'%s' changed on the origin during the download", f->label);
+	}
+	x->pos = r->start;
+	x->block = r->first_block;
+	XXH3_128bits_reset(x->hs);
+	return 0;
+}
+
+/* ---- The write callback: validate, hash, copy ---- */
+
+static void hash_bytes(struct xfer *x, const char *p, size_t n)
+{
+	struct mc_fetch_file *f = x->r->f;
+	uint64_t pos = x->pos;
+
+	while (n) {
+		uint64_t bend = min_u64((x->block + 1) * MC_HASH_BLOCK, f->remote.size);
+		size_t take = (size_t)min_u64(n, bend - pos);
+
+		XXH3_128bits_update(x->hs, p, take);
+		pos += take;
+		p += take;
+		n -= take;
+		if (pos == bend) {
+			XXH128_canonical_t c;
+
+			XXH128_canonicalFromHash(&c, XXH3_128bits_digest(x->hs));
+			memcpy(f->block_digests + x->block * MC_DIGEST_LEN, c.digest,
+			       MC_DIGEST_LEN);
+			x->block++;
+			XXH3_128bits_reset(x->hs);
+		}
+	}
+}
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
+{
+	struct xfer *x = ud;
+	struct engine *e = x->e;
+	size_t n = size * nmemb, room;
+	struct range *r = x->r;
+
+	if (e->failed || x->cancel)
+		return 0;
+	if (!x->checked && (check_response(e, x) < 0 || x->cancel))
+		return 0;
+	if (x->discard)
+		return n;
+	if (n > r->end - x->pos) {
+		fail(e, MC_E_ORIGIN, "origin sent more bytes than asked for '%s'", r->f->label);
+		return 0;
+	}
+	room = x->buf ? BUF_SIZE - x->buf->req.len : 0;
+	if (n > room && !bufs_available(e, (unsigned)((n - room + BUF_SIZE - 1) / BUF_SIZE))) {
+		x->paused = true;
+		e->npaused++;
+		return CURL_WRITEFUNC_PAUSE;
+	}
+	hash_bytes(x, p, n);
+	for (size_t left = n; left;) {
+		size_t take;
+
+		if (!x->buf) {
+			x->buf = buf_get(e, r, x->pos);
+			if (!x->buf) {
+				fail(e, -ENOMEM, "cannot allocate a buffer for '%s'", r->f->label);
+				return 0;
+			}
+		}
+		take = (size_t)min_u64(left, BUF_SIZE - x->buf->req.len);
+		memcpy(x->buf->data + x->buf->req.len, p, take);
+		x->buf->req.len += take;
+		x->pos += take;
+		p += take;
+		left -= take;
+		if (x->buf->req.len == BUF_SIZE || x->pos == r->end)
+			buf_flush(e, x);
+	}
+	r->f->bytes_fetched += n;
+	e->bytes_done += n;
+	return n;
+}
+
+/* ---- Scheduling ---- */
+
+static int xfer_setup(struct engine *e, struct xfer *x)
+{
+	CURL *h = curl_easy_init();
+
+	if (!h)
+		return -ENOMEM;
+	x->easy = h;
+	x->hs = XXH3_createState();
+	if (!x->hs)
+		return -ENOMEM;
+	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)BUF_SIZE);
+	/* HTTP/1.1 on purpose: origins cap bandwidth per connection, so ranges need their own. */
+	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "mcache/" MCACHE_VERSION);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)e->o.connect_timeout_s);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)e->o.stall_timeout_s);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (e->o.ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, e->o.ca_file);
+	if (e->o.max_rate)
+		curl_easy_setopt(h, CURLOPT_MAX_RECV_SPEED_LARGE,
+				 (curl_off_t)(e->o.max_rate / e->o.connections + 1));
+	return 0;
+}
+
+static int xfer_start(struct engine *e, struct xfer *x, struct range *r, bool probe)
+{
+	struct mc_fetch_file *f = r->f;
+	char hdr[320], rng[64];
+	CURLMcode mc;
+
+	x->r = r;
+	x->probe = probe;
+	x->checked = x->cancel = x->discard = x->paused = false;
+	x->pos = r->start;
+	x->errbuf[0] = '\0';
+	curl_slist_free_all(x->hdrs);
+	x->hdrs = NULL;
+	/* Pin every range after the probe to the version the probe saw. */
+	if (!probe && f->remote.etag[0] && strncmp(f->remote.etag, "W/", 2)) {
+		snprintf(hdr, sizeof(hdr), "If-Match: %s", f->remote.etag);
+		x->hdrs = curl_slist_append(NULL, hdr);
+	} else if (!probe && f->remote.last_modified[0]) {
+		snprintf(hdr, sizeof(hdr), "If-Range: %s", f->remote.last_modified);
+		x->hdrs = curl_slist_append(NULL, hdr);
+	}
+	if (!probe && (f->remote.etag[0] || f->remote.last_modified[0]) && !x->hdrs)
+		return fail(e, -ENOMEM, "cannot allocate request headers");
+	snprintf(rng, sizeof(rng), "%" PRIu64 "-%" PRIu64, r->start, r->end - 1);
+	curl_easy_setopt(x->easy, CURLOPT_URL, f->url);
+	curl_easy_setopt(x->easy, CURLOPT_RANGE, rng);
+	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
+	if (f->max_size)
+		curl_easy_setopt(x->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max_size);
+	mc = curl_multi_add_handle(e->multi, x->easy);
+	if (mc != CURLM_OK)
+		return fail(e, MC_E_ORIGIN, "cannot start a transfer: %s", curl_multi_strerror(mc));
+	f->priv->ranges++;
+	return 0;
+}
+
+/* The next range of an open file: a run of unplanned blocks, at most one chunk long. */
+static struct range *next_range(struct engine *e, struct mc_fetch_priv *p)
+{
+	struct mc_fetch_file *f = p->f;
+	uint64_t cb = e->o.chunk_size / MC_HASH_BLOCK, first, last;
+	struct range *r;
+
+	while (p->cursor < f->nblocks && p->planned[p->cursor])
+		p->cursor++;
+	if (p->cursor >= f->nblocks)
+		return NULL;
+	first = p->cursor;
+	for (last = first; last < f->nblocks && last - first < cb && !p->planned[last]; last++)
+		p->planned[last] = 1;
+	p->cursor = last;
+	r = mc_calloc(1, sizeof(*r));
+	if (!r) {
+		fail(e, -ENOMEM, "cannot allocate a range");
+		return NULL;
+	}
+	r->f = f;
+	r->first_block = first;
+	r->nblocks = last - first;
+	r->start = first * MC_HASH_BLOCK;
+	r->end = min_u64(last * MC_HASH_BLOCK, f->remote.size);
+	return r;
+}
+
+static void schedule(struct engine *e)
+{
+	for (unsigned i = 0; i < e->nx && !e->failed && !interrupted; i++) {
+		struct xfer *x = &e->x[i];
+		struct range *r = NULL;
+		bool probe = false;
+
+		if (x->r)
+			continue;
+		/* Ranges of open files first, oldest file first, so files finish in order. */
+		while (e->first_open < e->next_probe && (e->fs[e->first_open].state == F_DONE ||
+							 e->fs[e->first_open].state == F_SKIPPED))
+			e->first_open++;
+		for (size_t k = e->first_open; k < e->next_probe && !r && !e->failed; k++) {
+			struct mc_fetch_priv *p = &e->fs[k];
+
+			if (p->state == F_OPEN && !file_fully_planned(p))
+				r = next_range(e, p);
+		}
+		if (e->failed)
+			return;
+		if (!r && e->next_probe < e->nfiles) {
+			struct mc_fetch_priv *p = &e->fs[e->next_probe++];
+
+			r = mc_calloc(1, sizeof(*r));
+			if (!r) {
+				fail(e, -ENOMEM, "cannot allocate a range");
+				return;
+			}
+			r->f = p->f;
+			r->end = e->o.chunk_size; /* until the response says the size */
+			p->state = F_PROBING;
+			probe = true;
+		}
+		if (!r)
+			return;
+		if (!x->easy && xfer_setup(e, x) < 0) {
+			mc_free(r);
+			fail(e, -ENOMEM, "cannot set up a transfer");
+			return;
+		}
+		if (xfer_start(e, x, r, probe) < 0) {
+			x->r = NULL;
+			mc_free(r);
+			return;
+		}
+	}
+}
+
+/* ---- Completion of transfers ---- */
+
+/*
+ * Ends the range of @x after its transfer stopped. On success the range is whole; otherwise only
+ * the blocks hashed to their end are kept (their bytes are in buffers already queued or about to
+ * be), so that even an aborted run reports them durable and a resume skips them.
+ */
+static void xfer_finish(struct engine *e, struct xfer *x, CURLcode rc)
+{
+	struct range *r = x->r;
+	struct mc_fetch_file *f = r->f;
+
+	curl_multi_remove_handle(e->multi, x->easy);
+	if (x->paused) {
+		x->paused = false;
+		e->npaused--;
+	}
+	if (rc == CURLE_OK && !e->failed && !x->cancel) {
+		if (!x->checked)
+			check_response(e, x); /* an empty body: the headers were all there was */
+		if (!e->failed && !x->cancel && !x->discard && x->pos != r->end)
+			fail(e, MC_E_ORIGIN,
+			     "origin closed '%s' early: got %" PRIu64 " of %" PRIu64 " bytes",
+			     f->label, x->pos - r->start, r->end - r->start);
+	} else if (!e->failed && !x->cancel) {
+		fail(e, MC_E_ORIGIN, "cannot fetch '%s': %s", f->label,
+		     x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+	}
+	x->r = NULL;
+	if (x->cancel) {
+		/* Aborted on purpose at its first byte: nothing of it was kept. */
+		if (x->buf) {
+			buf_put(e, x->buf);
+			x->buf = NULL;
+		}
+		f->priv->ranges--;
+		mc_free(r);
+		return;
+	}
+	if (e->failed)
+		r->nblocks = x->checked ? x->block - r->first_block : 0;
+	buf_flush(e, x);
+	r->body_done = true;
+	range_maybe_complete(e, r);
+}
+
+static void process_done(struct engine *e)
+{
+	CURLMsg *m;
+	int left;
+
+	while ((m = curl_multi_info_read(e->multi, &left))) {
+		struct xfer *x = NULL;
+
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+		xfer_finish(e, x, m->data.result);
+	}
+}
+
+static void reap(struct engine *e, bool wait)
+{
+	int ret = mc_writer_reap(e->w, wait, on_write_done, e);
+
+	if (ret < 0)
+		fail(e, ret, "cannot complete writes: %s", strerror(-ret));
+}
+
+/* Resumes transfers paused for want of a buffer, as buffers come back. */
+static void unpause(struct engine *e)
+{
+	for (unsigned i = 0; i < e->nx && e->npaused && !e->failed; i++) {
+		struct xfer *x = &e->x[i];
+
+		if (!x->paused || !bufs_available(e, 2))
+			continue;
+		x->paused = false;
+		e->npaused--;
+		/* May call on_body at once, which may pause it again. */
+		curl_easy_pause(x->easy, CURLPAUSE_CONT);
+	}
+}
+
+/* Starts due syncs, publishes finished files, reports progress. */
+static void tick(struct engine *e, bool force_sync)
+{
+	uint64_t now = mc_now_ms();
+
+	for (size_t k = e->first_open; k < e->next_probe; k++) {
+		struct mc_fetch_priv *p = &e->fs[k];
+
+		if (p->state != F_OPEN)
+			continue;
+		sync_maybe_start(e, p, now, force_sync);
+		if (file_maybe_done(e, p) < 0)
+			return;
+	}
+	if (e->o.progress && now - e->last_progress_ms >= PROGRESS_INTERVAL_MS) {
+		e->last_progress_ms = now;
+		e->o.progress(e->o.progress_ctx, e->bytes_done, e->bytes_total);
+	}
+}
+
+/* After a failure or an interrupt: stop every transfer, drain the disk, keep what is whole. */
+static void shutdown_run(struct engine *e)
+{
+	for (unsigned i = 0; i < e->nx; i++)
+		if (e->x[i].r)
+			xfer_finish(e, &e->x[i], CURLE_ABORTED_BY_CALLBACK);
+	mc_writer_submit(e->w);
+	while (mc_writer_inflight(e->w))
+		if (mc_writer_reap(e->w, true, on_write_done, e) < 0)
+			break;
+	for (size_t k = 0; k < e->next_probe; k++)
+		if (e->fs[k].state == F_OPEN)
+			sync_maybe_start(e, &e->fs[k], mc_now_ms(), true);
+	mc_writer_submit(e->w);
+	while (mc_writer_inflight(e->w))
+		if (mc_writer_reap(e->w, true, on_write_done, e) < 0)
+			break;
+}
+
+/* ---- The run ---- */
+
+static int resolve_opts(struct mc_fetch_opts *o, struct mc_err *err)
+{
+	if (!o->connections)
+		o->connections = MC_DEFAULT_CONNECTIONS;
+	if (o->connections > MC_MAX_CONNECTIONS)
+		return mc_err_set(err, MC_E_USAGE, "too many connections: %u (at most %u)",
+				  o->connections, MC_MAX_CONNECTIONS);
+	if (!o->chunk_size)
+		o->chunk_size = MC_DEFAULT_CHUNK_SIZE;
+	if (o->chunk_size % MC_HASH_BLOCK)
+		return mc_err_set(err, MC_E_USAGE, "chunk size must be a multiple of 1 MiB");
+	if (!o->connect_timeout_s)
+		o->connect_timeout_s = 30;
+	if (!o->stall_timeout_s)
+		o->stall_timeout_s = 30;
+	if (!o->ca_file)
+		o->ca_file = getenv("SSL_CERT_FILE");
+	if (o->ca_file && !*o->ca_file)
+		o->ca_file = NULL;
+	return 0;
+}
+
+static void engine_release(struct engine *e)
+{
+	for (unsigned i = 0; e->x && i < e->nx; i++) {
+		if (e->x[i].easy)
+			curl_easy_cleanup(e->x[i].easy);
+		curl_slist_free_all(e->x[i].hdrs);
+		XXH3_freeState(e->x[i].hs);
+	}
+	mc_free(e->x);
+	if (e->multi)
+		curl_multi_cleanup(e->multi);
+	while (e->free_bufs) {
+		struct buf *b = e->free_bufs;
+		e->free_bufs = b->next_free;
+		mc_free(b);
+	}
+	mc_writer_free(e->w);
+	for (size_t k = 0; e->fs && k < e->nfiles; k++) {
+		struct mc_fetch_file *f = e->fs[k].f;
+
+		mc_free(e->fs[k].planned);
+		mc_free(e->fs[k].pending);
+		mc_free(e->fs[k].syncing);
+		mc_free(f->block_done);
+		mc_free(f->block_digests);
+		f->block_done = f->block_digests = NULL;
+		f->priv = NULL;
+	}
+	mc_free(e->fs);
+}
+
+int mc_fetch_run(const struct mc_fetch_opts *opts, struct mc_fetch_file *const *files, size_t n,
+		 const struct mc_fetch_ops *ops, void *ctx, struct mc_err *err)
+{
+	struct engine e = {.ops = ops, .ctx = ctx, .err = err, .files = files, .nfiles = n};
+	int ret;
+
+	e.o = *opts;
+	ret = resolve_opts(&e.o, err);
+	if (ret < 0)
+		return ret;
+	e.nx = e.o.connections;
+	/* Two buffers per transfer: one filling while the last is on its way to the disk. */
+	e.max_bufs = 2 * e.nx + 2;
+	e.fs = mc_calloc(n, sizeof(*e.fs));
+	e.x = mc_calloc(e.nx, sizeof(*e.x));
+	e.multi = curl_multi_init();
+	if (!e.fs || !e.x || !e.multi) {
+		ret = mc_err_set(err, -ENOMEM, "cannot allocate the transfer engine");
+		goto out;
+	}
+	for (size_t k = 0; k < n; k++) {
+		e.fs[k].f = files[k];
+		files[k]->priv = &e.fs[k];
+		files[k]->fd = -1;
+		files[k]->skip = false;
+		files[k]->bytes_fetched = 0;
+		files[k]->block_done = files[k]->block_digests = NULL;
+	}
+	for (unsigned i = 0; i < e.nx; i++)
+		e.x[i].e = &e;
+	ret = mc_writer_new(&e.w, e.o.writer, e.max_bufs + e.nx + 16, err);
+	if (ret < 0)
+		goto out;
+	curl_multi_setopt(e.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)e.nx);
+	curl_multi_setopt(e.multi, CURLMOPT_MAXCONNECTS, (long)e.nx);
+	curl_multi_setopt(e.multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+
+	while (!e.failed && e.ndone < n) {
+		struct curl_waitfd wfd = {.fd = mc_writer_eventfd(e.w), .events = CURL_WAIT_POLLIN};
+		int running, timeout;
+		CURLMcode mc;
+
+		if (interrupted) {
+			fail(&e, MC_E_INTERRUPTED, "interrupted");
+			break;
+		}
+		schedule(&e);
+		mc = curl_multi_perform(e.multi, &running);
+		if (mc != CURLM_OK) {
+			fail(&e, MC_E_ORIGIN, "transfer engine failed: %s",
+			     curl_multi_strerror(mc));
+			break;
+		}
+		process_done(&e);
+		if (mc_writer_submit(e.w) < 0)
+			fail(&e, -EIO, "cannot submit writes");
+		reap(&e, false);
+		unpause(&e);
+		tick(&e, false);
+		if (e.failed || e.ndone == n)
+			break;
+		/* The pwrite backend completes at once: no need to sleep for it. */
+		timeout = mc_writer_inflight(e.w) && mc_writer_eventfd(e.w) < 0 ? 0 : 100;
+		curl_multi_poll(e.multi, wfd.fd >= 0 ? &wfd : NULL, wfd.fd >= 0 ? 1 : 0, timeout,
+				NULL);
+	}
+	if (e.failed)
+		shutdown_run(&e);
+	ret = e.failed;
+out:
+	engine_release(&e);
+	return ret;
+}
+
+/* ---- Global ---- */
+
+void mc_fetch_interrupt(void)
+{
+	interrupted = 1;
+}
+
+void mc_fetch_opts_init(struct mc_fetch_opts *o)
+{
+	const char *w = getenv("MCACHE_WRITER");
+
+	memset(o, 0, sizeof(*o));
+	o->connections = MC_DEFAULT_CONNECTIONS;
+	o->chunk_size = MC_DEFAULT_CHUNK_SIZE;
+	if (w && *w && mc_writer_kind_parse(w, &o->writer) < 0)
+		o->writer = MC_WRITER_AUTO;
+}
+
+int mc_fetch_global_init(struct mc_err *err)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return mc_err_set(err, MC_E_ORIGIN, "cannot initialise libcurl");
+	return 0;
+}
+
+void mc_fetch_global_cleanup(void)
+{
+	curl_global_cleanup();
+}
+
+const char *mc_fetch_versions(void)
+{
+	static char buf[256];
+	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+	unsigned x = XXH_versionNumber();
+
+	snprintf(buf, sizeof(buf), "libcurl/%s %s xxhash/%u.%u.%u", v->version,
+		 v->ssl_version ? v->ssl_version : "", x / 10000, x / 100 % 100, x % 100);
+	return buf;
+}

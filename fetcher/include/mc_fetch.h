@@ -14,7 +14,8 @@
  *   XXH3-128( block_digest[0] || block_digest[1] || ... || le64(file size) ),
  *   each block digest in XXH3's canonical (big-endian) 16-byte form. An empty file has no
  *   blocks, so its digest is XXH3-128(le64(0)). mc_digest_file() computes the same by reading.
- * Chunk sizes are multiples of MC_HASH_BLOCK, so a chunk owns whole blocks.
+ * Chunk sizes (the size of one range request) are multiples of MC_HASH_BLOCK, so a range
+ * always covers whole blocks.
  */
 #ifndef MC_FETCH_H
 #define MC_FETCH_H
@@ -30,8 +31,8 @@
 #define MC_DIGEST_HEX (2 * MC_DIGEST_LEN + 1)
 
 #define MC_DEFAULT_CONNECTIONS 16
-#define MC_DEFAULT_CHUNK_SIZE (16u << 20)
-#define MC_MAX_CONNECTIONS 256
+#define MC_DEFAULT_CHUNK_SIZE  (16u << 20)
+#define MC_MAX_CONNECTIONS     256
 
 enum mc_writer_kind {
 	MC_WRITER_AUTO = 0, /* io_uring if io_uring_queue_init() works, else pwrite */
@@ -63,69 +64,88 @@ void mc_fetch_opts_init(struct mc_fetch_opts *o);
 
 /* What the origin told us about one object, from its first response. */
 struct mc_remote_info {
-	uint64_t size;          /* total bytes */
-	bool ranges;            /* the origin answered a Range request with 206 */
-	char etag[256];         /* "" when the origin sent none */
+	uint64_t size;		/* total bytes */
+	bool ranges;		/* the origin answered a Range request with 206 */
+	char etag[256];		/* "" when the origin sent none */
 	char last_modified[64]; /* "" when the origin sent none */
 };
 
 struct mc_fetch_priv;
 
+/* A run of whole hash blocks: blocks [first, first + count). */
+struct mc_block_span {
+	uint64_t first;
+	uint64_t count;
+};
+
 /*
  * One file to fetch. The caller sets the fields marked (in) before mc_fetch_run(); the engine
- * fills the (probe) fields before calling ops->open; ops->open sets the (open) fields.
+ * fills the (probe) fields from the origin's first response before calling ops->open; ops->open
+ * sets the (open) fields.
+ *
+ * Progress is tracked per hash block, not per chunk, so that a resume works whatever chunk size
+ * either run used: the engine plans ranges over the blocks that are not done.
  */
 struct mc_fetch_file {
-	const char *url;    /* (in) full URL, may carry secrets: never logged or stored */
-	const char *label;  /* (in) printable and secret-free, used in messages */
-	void *user;         /* (in) the caller's handle */
-	uint64_t max_size;  /* (in) refuse objects larger than this; 0 → no limit */
+	const char *url;   /* (in) full URL, may carry secrets: never logged or stored */
+	const char *label; /* (in) printable and secret-free, used in messages */
+	void *user;	   /* (in) the caller's handle */
+	uint64_t max_size; /* (in) refuse objects larger than this; 0 → no limit */
 
 	struct mc_remote_info remote; /* (probe) */
-	uint64_t chunk_size;          /* (probe) chunk size used for this file */
-	uint32_t nchunks;             /* (probe) ceil(size / chunk_size), 0 for an empty file */
-	uint64_t nblocks;             /* (probe) ceil(size / MC_HASH_BLOCK) */
+	uint64_t nblocks;	      /* (probe) ceil(size / MC_HASH_BLOCK), 0 for an empty file */
 	/*
-	 * (probe) nchunks bytes and nblocks * MC_DIGEST_LEN bytes allocated by the engine, zeroed.
-	 * ops->open marks chunks it already holds durably with chunk_done[i] = 1 and copies their
-	 * block digests into block_digests; the engine then does not fetch them.
+	 * (probe) nblocks bytes and nblocks * MC_DIGEST_LEN bytes, allocated and zeroed by the
+	 * engine. ops->open marks blocks it already holds durably with block_done[i] = 1 and copies
+	 * their digests into block_digests; the engine then does not fetch them.
 	 */
-	uint8_t *chunk_done;
+	uint8_t *block_done;
 	uint8_t *block_digests;
 
 	int fd; /* (open) where the file's bytes go, at their own offsets; the caller closes it */
+	bool skip; /* (open) true: the caller already has this object; fetch nothing more of it */
 
 	uint8_t digest[MC_DIGEST_LEN]; /* (out) the file digest, valid when ops->done is called */
-	uint64_t bytes_fetched;        /* (out) body bytes received from the origin */
+	uint64_t bytes_fetched;	       /* (out) body bytes received from the origin */
 
 	struct mc_fetch_priv *priv; /* engine-private */
 };
 
 struct mc_fetch_ops {
 	/*
-	 * The first response for @f has arrived and f->remote, chunk_size, nchunks, nblocks,
-	 * chunk_done and block_digests are set. Open or reopen the destination (preallocate
-	 * f->remote.size bytes), set f->fd, mark chunks already present. Return 0, or a negative
-	 * code (with @err set) to fail the whole run.
+	 * The first response for @f has arrived; f->remote, nblocks, block_done and block_digests
+	 * are set. Either set f->skip, or open the destination (preallocated to f->remote.size
+	 * bytes), set f->fd and mark the blocks already present. Called from inside the transfer
+	 * loop; keep it short. Return 0, or a negative code with @err set to fail the run.
 	 */
 	int (*open)(void *ctx, struct mc_fetch_file *f, struct mc_err *err);
 	/*
-	 * The chunks @idx[0..n) of @f are written and fdatasync()ed; their block digests are in
-	 * f->block_digests. Record them (a resume may skip them). Called in batches.
+	 * The blocks in @spans[0..n) of @f are written and fdatasync()ed, and their digests are in
+	 * f->block_digests: record them, so that a resume can skip them. Called in batches (at most
+	 * a few times per second per file, and before ops->done).
 	 */
-	int (*chunks_durable)(void *ctx, struct mc_fetch_file *f, const uint32_t *idx, size_t n,
-			      struct mc_err *err);
-	/* Every chunk of @f is durable and f->digest is set. Publish or record it. */
+	int (*blocks_durable)(void *ctx, struct mc_fetch_file *f, const struct mc_block_span *spans,
+			      size_t n, struct mc_err *err);
+	/* Every block of @f is durable and f->digest is set: publish it. Not called when skipped.
+	 */
 	int (*done)(void *ctx, struct mc_fetch_file *f, struct mc_err *err);
 };
 
 /*
- * Fetches @files[0..n) to completion. Calls ops->open once per file, ops->chunks_durable as
- * chunks land, ops->done once per file. Returns 0 when every file is done; otherwise the first
- * error's code (MC_E_ORIGIN, MC_E_INTEGRITY, MC_E_CHANGED, -ENOSPC, -errno, MC_E_USAGE for a
- * refused URL or MC_E_INTERRUPTED after mc_fetch_interrupt()) with @err set, after stopping the
- * other transfers. Chunks already reported durable stay valid for a later resume.
- * Only http:// and https:// URLs are accepted, also on redirects; TLS is verified.
+ * Checks that @url is an absolute http:// or https:// URL that libcurl can parse, and returns in
+ * *basename (if not NULL) the percent-decoded last component of its path, and in *redacted (if
+ * not NULL) its secret-free form (mc_url_redact()). Both are freed with mc_free().
+ * Returns 0, or MC_E_USAGE with a message that never contains the query string.
+ */
+int mc_url_check(const char *url, char **basename, char **redacted, struct mc_err *err);
+
+/*
+ * Fetches @files[0..n) to completion. Calls ops->open once per file, ops->blocks_durable as
+ * ranges land, ops->done once per file not skipped. Returns 0 when every file is done; otherwise
+ * the first error's code (MC_E_ORIGIN, MC_E_INTEGRITY, MC_E_CHANGED, -ENOSPC, -errno, MC_E_USAGE
+ * for a refused URL or MC_E_INTERRUPTED after mc_fetch_interrupt()) with @err set, after stopping
+ * the other transfers. Chunks already reported durable stay valid for a later resume. Only http://
+ * and https:// URLs are accepted, also on redirects; TLS is verified.
  */
 int mc_fetch_run(const struct mc_fetch_opts *opts, struct mc_fetch_file *const *files, size_t n,
 		 const struct mc_fetch_ops *ops, void *ctx, struct mc_err *err);

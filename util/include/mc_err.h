@@ -14,24 +14,24 @@
 
 /* Project codes, below every -errno value. */
 enum {
-	MC_E_USAGE = -10001,     /* bad input from the user: URI, name, option, manifest */
-	MC_E_ORIGIN = -10002,    /* the origin failed: DNS, TCP, TLS, HTTP status, protocol */
+	MC_E_USAGE = -10001,	 /* bad input from the user: URI, name, option, manifest */
+	MC_E_ORIGIN = -10002,	 /* the origin failed: DNS, TCP, TLS, HTTP status, protocol */
 	MC_E_INTEGRITY = -10003, /* bytes do not match size, checksum or what the origin promised */
-	MC_E_INDEX = -10004,     /* the SQLite index is unusable (corrupt, wrong schema) */
-	MC_E_NOTFOUND = -10005,  /* a named model is not in the cache */
+	MC_E_INDEX = -10004,	 /* the SQLite index is unusable (corrupt, wrong schema) */
+	MC_E_NOTFOUND = -10005,	 /* a named model is not in the cache */
 	MC_E_INTERRUPTED = -10006, /* stopped by SIGINT/SIGTERM */
-	MC_E_CHANGED = -10007,   /* the remote object changed during the download */
+	MC_E_CHANGED = -10007,	   /* the remote object changed during the download */
 };
 
 /* Documented exit statuses (README.md, mcache.1). */
 enum {
 	MC_EXIT_OK = 0,
-	MC_EXIT_FINDINGS = 1,    /* verify found problems; also the catch-all */
+	MC_EXIT_FINDINGS = 1, /* verify found problems; also the catch-all */
 	MC_EXIT_USAGE = 2,
 	MC_EXIT_ORIGIN = 3,
 	MC_EXIT_INTEGRITY = 4,
 	MC_EXIT_NOSPACE = 5,
-	MC_EXIT_LOCAL = 6,       /* local I/O, permissions, index */
+	MC_EXIT_LOCAL = 6, /* local I/O, permissions, index */
 	MC_EXIT_NOTFOUND = 7,
 	MC_EXIT_INTERRUPTED = 130,
 };
@@ -52,11 +52,11 @@ void mc_err_init(struct mc_err *err);
  * @err may be NULL.
  */
 int mc_err_set(struct mc_err *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Like mc_err_set() but appends ": strerror(-code)" for -errno codes. */
 int mc_err_errno(struct mc_err *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Maps a library return code to the documented exit status. */
 int mc_exit_code(int code);
