@@ -199,3 +199,80 @@ gen_model() {
 	python3 "$MC_LIB_DIR/gen_safetensors.py" model "$1" --size "$2" --shards "$3" --seed "$4" >/dev/null ||
 		fail "cannot generate the fixture in '$1'"
 }
+
+# json_find FILE KEY: the first value of KEY anywhere in FILE's JSON (depth-first), or nothing
+# when no object has that key. For fields whose nesting the output format may still move.
+json_find() {
+	python3 - "$1" "$2" <<'PY' || fail "'$1' is not JSON"
+import json, sys
+def walk(x):
+    if isinstance(x, dict):
+        if sys.argv[2] in x:
+            return True, x[sys.argv[2]]
+        x = list(x.values())
+    if isinstance(x, list):
+        for v in x:
+            found, val = walk(v)
+            if found:
+                return True, val
+    return False, None
+with open(sys.argv[1]) as f:
+    found, val = walk(json.load(f))
+if found:
+    print(json.dumps(val) if isinstance(val, (dict, list)) else
+          ("true" if val is True else "false" if val is False else val))
+PY
+}
+
+# json_objects_with FILE KEY: every object anywhere in FILE's JSON that has KEY, one JSON
+# object a line (e.g. the findings of verify --json, whatever they are nested in).
+json_objects_with() {
+	python3 - "$1" "$2" <<'PY' || fail "'$1' is not JSON"
+import json, sys
+def walk(x):
+    if isinstance(x, dict):
+        if sys.argv[2] in x:
+            print(json.dumps(x, sort_keys=True))
+        for v in x.values():
+            walk(v)
+    elif isinstance(x, list):
+        for v in x:
+            walk(v)
+with open(sys.argv[1]) as f:
+    walk(json.load(f))
+PY
+}
+
+# ls_model FILE NAME: the object for model NAME from `ls --json` output in FILE, or fails.
+ls_model() {
+	python3 - "$1" "$2" <<'PY' || fail "model '$2' is not in the ls --json output"
+import json, sys
+with open(sys.argv[1]) as f:
+    j = json.load(f)
+models = j["models"] if isinstance(j, dict) else j
+for m in models:
+    if m.get("name") == sys.argv[2]:
+        print(json.dumps(m, sort_keys=True))
+        sys.exit(0)
+sys.exit("no model %r among %r" % (sys.argv[2], [m.get("name") for m in models]))
+PY
+}
+
+# blob_of CACHE PATH: the blob under CACHE/blobs that PATH (a file in a tree) is a hard link of.
+blob_of() {
+	local ino b
+	ino=$(stat -L -c %i "$2")
+	b=$(find "$1/blobs" -type f -inum "$ino" | head -n1)
+	[ -n "$b" ] || fail "'$2' is not a hard link of any blob under '$1/blobs'"
+	printf '%s\n' "$b"
+}
+
+# files_bytes DIR FILE...: total size of the named files.
+files_bytes() {
+	local d=$1 f t=0
+	shift
+	for f in "$@"; do
+		t=$((t + $(stat -c %s "$d/$f")))
+	done
+	echo "$t"
+}

@@ -122,8 +122,7 @@ nginx_start() {
 		"$nginx_bin" -p "$d" -c "$d/nginx.conf" -e "$d/error.log" &
 		NGINX_PID=$!
 		[ "$try" -eq 1 ] && mc_at_exit nginx_stop
-		local i
-		for i in $(seq 100); do
+		for _ in $(seq 100); do
 			if ! kill -0 "$NGINX_PID" 2>/dev/null; then
 				break
 			fi
@@ -156,11 +155,11 @@ nginx_start() {
 }
 
 nginx_stop() {
-	local pid=$NGINX_PID i
+	local pid=$NGINX_PID
 	[ -n "$pid" ] || return 0
 	NGINX_PID=""
 	kill -TERM "$pid" 2>/dev/null || return 0
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
