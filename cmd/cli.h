@@ -74,9 +74,9 @@ enum {
 
 /*
  * Prints the one-line error for getopt_long()'s return @c (':' or '?') after it parsed
- * argv[0..optind), and returns MC_EXIT_USAGE.
+ * argv[0..optind) with the long options @opts, and returns MC_EXIT_USAGE.
  */
-int mc_cli_option_error(const struct mc_cli *cli, int c, char **argv);
+int mc_cli_option_error(const struct mc_cli *cli, int c, char **argv, const struct option *opts);
 
 /*
  * Applies global option @opt with value @arg to @cli. Returns true when @opt is a global

@@ -107,6 +107,16 @@ static int cmd_help(int argc, char **argv, struct mc_cli *cli)
 	return MC_EXIT_OK;
 }
 
+int mc_cli_open_cache(const struct mc_cli *cli, struct mc_cache **out)
+{
+	struct mc_err err;
+	int ret;
+
+	mc_err_init(&err);
+	ret = mc_cache_open(out, mc_cli_cache_dir(cli), &err);
+	return ret ? mc_cli_fail(ret, &err) : MC_EXIT_OK;
+}
+
 static volatile sig_atomic_t signalled;
 
 /*
@@ -175,7 +185,7 @@ static int run(int argc, char **argv)
 			return MC_EXIT_OK;
 		case ':':
 		case '?':
-			return mc_cli_option_error(&cli, c, argv);
+			return mc_cli_option_error(&cli, c, argv, options);
 		default:
 			mc_cli_global_option(&cli, c, optarg);
 		}

@@ -53,7 +53,22 @@ static const char *long_option_text(char **argv, int ind, char *buf, size_t len)
 	return q;
 }
 
-int mc_cli_option_error(const struct mc_cli *cli, int c, char **argv)
+/* True when the long option argv[ind] abbreviates more than one entry of @opts. */
+static bool is_ambiguous(const char *word, const struct option *opts)
+{
+	size_t len, matches = 0;
+
+	if (strncmp(word, "--", 2))
+		return false;
+	word += 2;
+	len = strcspn(word, "=");
+	for (size_t i = 0; opts[i].name; i++)
+		if (!strncmp(opts[i].name, word, len) && strlen(opts[i].name) != len)
+			matches++;
+	return matches > 1;
+}
+
+int mc_cli_option_error(const struct mc_cli *cli, int c, char **argv, const struct option *opts)
 {
 	/* getopt has moved optind past the offending word (see the cases below). */
 	int ind = optind > 1 ? optind - 1 : 1;
@@ -63,7 +78,9 @@ int mc_cli_option_error(const struct mc_cli *cli, int c, char **argv)
 		return mc_cli_usage_error(cli, "option '%s' needs a value",
 					  long_option_text(argv, ind, buf, sizeof(buf)));
 	if (optopt == 0)
-		return mc_cli_usage_error(cli, "unknown option '%s'",
+		return mc_cli_usage_error(cli,
+					  is_ambiguous(argv[ind], opts) ? "ambiguous option '%s'"
+									: "unknown option '%s'",
 					  long_option_text(argv, ind, buf, sizeof(buf)));
 	/*
 	 * A known option code here means a long option given "=value" although it takes none;
@@ -111,7 +128,7 @@ int mc_cli_parse(struct mc_cli *cli, int argc, char **argv, const struct option 
 			return MC_EXIT_OK;
 		case ':':
 		case '?':
-			return mc_cli_option_error(cli, c, argv);
+			return mc_cli_option_error(cli, c, argv, all);
 		default:
 			if (mc_cli_global_option(cli, c, optarg))
 				continue;

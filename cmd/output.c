@@ -74,16 +74,6 @@ int mc_cli_fail(int code, const struct mc_err *err)
 	return mc_exit_code(code);
 }
 
-int mc_cli_open_cache(const struct mc_cli *cli, struct mc_cache **out)
-{
-	struct mc_err err;
-	int ret;
-
-	mc_err_init(&err);
-	ret = mc_cache_open(out, mc_cli_cache_dir(cli), &err);
-	return ret ? mc_cli_fail(ret, &err) : MC_EXIT_OK;
-}
-
 void mc_cli_put(FILE *f, const char *s)
 {
 	for (; *s; s++)
