@@ -73,7 +73,8 @@ struct xfer {
 	CURL *easy;
 	struct range *r; /* NULL when the slot is idle */
 	bool probe;	 /* the first request of r->f */
-	bool checked;	 /* the response headers were validated */
+	bool checked;	 /* the response headers were looked at */
+	bool accepted;	 /* ... and found right: the body is the range's bytes */
 	bool cancel;	 /* aborted on purpose (skip, or overlap with held blocks) */
 	bool discard;	 /* the body is not the object (an empty file's 416) */
 	bool paused;
@@ -567,6 +568,7 @@ static int check_response(struct engine *e, struct xfer *x)
 	x->pos = r->start;
 	x->block = r->first_block;
 	XXH3_128bits_reset(x->hs);
+	x->accepted = true;
 	return 0;
 }
 
@@ -694,8 +696,9 @@ static int xfer_start(struct engine *e, struct xfer *x, struct range *r, bool pr
 
 	x->r = r;
 	x->probe = probe;
-	x->checked = x->cancel = x->discard = x->paused = false;
+	x->checked = x->accepted = x->cancel = x->discard = x->paused = false;
 	x->pos = r->start;
+	x->block = r->first_block;
 	x->errbuf[0] = '\0';
 	curl_slist_free_all(x->hdrs);
 	x->hdrs = NULL;
@@ -839,7 +842,7 @@ static void xfer_finish(struct engine *e, struct xfer *x, CURLcode rc)
 		return;
 	}
 	if (e->failed)
-		r->nblocks = x->checked ? x->block - r->first_block : 0;
+		r->nblocks = x->accepted ? x->block - r->first_block : 0;
 	buf_flush(e, x);
 	r->body_done = true;
 	range_maybe_complete(e, r);
