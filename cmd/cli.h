@@ -21,14 +21,23 @@
 
 struct mc_cli;
 
+/* Flags of a command in the table. */
+enum {
+	/*
+	 * SIGINT/SIGTERM ask the command to stop cleanly (mc_fetch_interrupt()); other commands
+	 * only read, so they keep the default action and stop at once.
+	 */
+	MC_CMD_STOPPABLE = 1 << 0,
+};
+
 /* One command, as listed in the table in main.c (git's cmd_struct). */
 struct mc_cmd {
 	const char *name;
-	/* Runs the command on argv[0..argc) (argv[0] is the command name); returns an exit status.
-	 */
+	/* Runs the command on argv[0..argc), argv[0] its name; returns an exit status. */
 	int (*fn)(int argc, char **argv, struct mc_cli *cli);
 	const char *summary; /* one line for `mcache --help` */
 	const char *usage;   /* the text of `mcache COMMAND --help`, from "usage:" on */
+	unsigned flags;	     /* MC_CMD_* */
 };
 
 enum mc_cli_verbosity {

@@ -25,7 +25,8 @@ static const char help_usage[] = "usage: mcache help [COMMAND]\n"
 				 "Shows the usage of COMMAND, or of mcache.\n";
 
 static const struct mc_cmd commands[] = {
-    {"pull", mc_cmd_pull, "fetch files into the cache as a model", mc_cmd_pull_usage},
+    {"pull", mc_cmd_pull, "fetch files into the cache as a model", mc_cmd_pull_usage,
+     MC_CMD_STOPPABLE},
     {"ls", mc_cmd_ls, "list the models in the cache", mc_cmd_ls_usage},
     {"verify", mc_cmd_verify, "check cached files against the index", mc_cmd_verify_usage},
     {"help", cmd_help, "show the usage of a command", help_usage},
@@ -120,8 +121,9 @@ int mc_cli_open_cache(const struct mc_cli *cli, struct mc_cache **out)
 static volatile sig_atomic_t signalled;
 
 /*
- * The first SIGINT or SIGTERM asks a running transfer to stop cleanly (what is durable stays
- * durable, the command exits 130); a second one ends the process at once.
+ * For a stoppable command, the first SIGINT or SIGTERM asks the running transfer to stop
+ * cleanly (what is durable stays durable, the command exits 130); a second one ends the
+ * process at once, so a stuck process can always be stopped.
  */
 static void on_signal(int sig)
 {
@@ -202,7 +204,8 @@ static int run(int argc, char **argv)
 	ret = mc_fetch_global_init(&err);
 	if (ret)
 		return mc_cli_fail(ret, &err);
-	install_signals();
+	if (cmd->flags & MC_CMD_STOPPABLE)
+		install_signals();
 	status = cmd->fn(argc - optind, argv + optind, &cli);
 	mc_fetch_global_cleanup();
 	return status;

@@ -166,7 +166,7 @@ static int test_option(void *ctx, int opt, const char *arg, struct mc_err *err)
 	return 0;
 }
 
-static const struct mc_cmd test_cmd = {"t", NULL, "test", "usage: mcache t\n"};
+static const struct mc_cmd test_cmd = {"t", NULL, "test", "usage: mcache t\n", 0};
 
 /* Runs the option loop on @words (NULL-terminated, command name first). */
 static int parse(const char **words, struct mc_cli *cli, struct seen *s, char ***argv, int *n)
