@@ -1,1 +1,1008 @@
-/* placeholder: being written */
+/*
+ * mc_cache_pull(): the bridge between the fetcher and the cache. It validates the request,
+ * records a 'pulling' version, and answers the fetcher's callbacks: open (reuse a blob, resume
+ * a partial download, or start one), blocks_durable (record resumable progress), done (publish
+ * the blob). Once every file is in, it builds the version's tree and makes it current.
+ *
+ * The identity of a remote object is its redacted URL plus its size, ETag and Last-Modified;
+ * progress is kept per hash block, so a resume never mixes two versions of an object and works
+ * whatever chunk size either run used. A temp file is locked (flock) by the process writing it,
+ * so a second process never writes into a download that is alive.
+ */
+#include "cache_int.h"
+
+#include "mc_alloc.h"
+#include "mc_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "mc_banned.h"
+
+/* Inserts the files row for @pf in this version, pointing at the blob @hex. */
+static int record_file(struct mc_pull *p, struct mc_pull_file *pf, const char *hex,
+		       struct mc_err *err)
+{
+	const struct mc_remote_info *r = &pf->f.remote;
+	sqlite3_stmt *s = NULL;
+	int ret;
+
+	ret = mc_index_stmt(p->c, MC_STMT_FILE_INSERT, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_int64(s, 1, p->version);
+	sqlite3_bind_text(s, 2, pf->path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, pf->source, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, (sqlite3_int64)r->size);
+	sqlite3_bind_text(s, 5, r->etag, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 6, r->last_modified, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 7, hex, -1, SQLITE_STATIC);
+	ret = mc_index_exec(p->c, s, "record a file", err);
+	if (ret)
+		goto out;
+	pf->recorded = true;
+out:
+	return ret;
+}
+
+/* Skips @pf when a blob in the index came from the same object (source, ETag and size). */
+static int try_reuse(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	struct mc_fetch_file *f = &pf->f;
+	char hex[MC_DIGEST_HEX] = "", rel[MC_BLOB_REL_MAX];
+	uint64_t inode = 0;
+	int64_t mtime_ns = 0;
+	sqlite3_stmt *s = NULL;
+	int rc, ret;
+
+	if (!f->remote.etag[0]) {
+		ret = 0;
+		goto out;
+	}
+	ret = mc_index_stmt(p->c, MC_STMT_REUSE_FIND, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_text(s, 1, pf->source, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, f->remote.etag, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)f->remote.size);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		snprintf(hex, sizeof(hex), "%s", mc_index_text(s, 0));
+		inode = (uint64_t)sqlite3_column_int64(s, 2);
+		mtime_ns = sqlite3_column_int64(s, 3);
+	} else if (rc != SQLITE_DONE) {
+		ret = mc_index_fail(p->c, rc, err, "look up '%s'", f->label);
+	}
+	sqlite3_reset(s);
+	if (ret || !hex[0])
+		goto out;
+	/* A blob that is gone or was changed on disk is not reused: it gets downloaded again. */
+	if (mc_store_blob_rel_hex(hex, rel) ||
+	    !mc_store_blob_matches(p->c, rel, f->remote.size, inode, mtime_ns))
+		goto out;
+	ret = record_file(p, pf, hex, err);
+	if (ret)
+		goto out;
+	f->skip = true;
+	pf->reused = true;
+out:
+	return ret;
+}
+
+/* True for the "<digits>.part" names this file gives temp files. */
+static bool is_tmp_name(const char *name)
+{
+	size_t n = strspn(name, "0123456789");
+
+	return n > 0 && !strcmp(name + n, ".part");
+}
+
+/* Forgets the download row @id and its temp file: the object changed, or the file is bad. */
+static int drop_download(struct mc_pull *p, int64_t id, const char *tmp_name, struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int ret;
+
+	ret = mc_index_stmt(p->c, MC_STMT_DOWNLOAD_DELETE, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_int64(s, 1, id);
+	ret = mc_index_exec(p->c, s, "forget a stale download", err);
+	if (ret)
+		goto out;
+	if (is_tmp_name(tmp_name))
+		unlinkat(p->c->tmp_fd, tmp_name, 0);
+out:
+	return ret;
+}
+
+/* Records this process as the writer of download @id, with a fresh heartbeat. */
+static int claim_download(struct mc_pull *p, int64_t id, struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int ret;
+
+	ret = mc_index_stmt(p->c, MC_STMT_DOWNLOAD_CLAIM, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)getpid());
+	sqlite3_bind_text(s, 3, p->c->boot_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, mc_now_unix());
+	ret = mc_index_exec(p->c, s, "record download progress", err);
+out:
+	return ret;
+}
+
+/* Takes the temp file's lock; a live process holding it means the download is not ours. */
+static int lock_tmp(int fd, const char *label, struct mc_err *err)
+{
+	int ret = 0;
+
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		if (errno == EWOULDBLOCK)
+			ret = mc_err_set(err, -EBUSY,
+					 "cannot download '%s': another process is downloading it",
+					 label);
+		else
+			ret = mc_err_errno(err, -errno, "cannot lock the download of '%s'", label);
+	}
+	return ret;
+}
+
+/*
+ * Marks the blocks recorded for download @id as done. Sets *valid to false, leaving the marks
+ * cleared, when a span does not fit the object.
+ */
+static int load_spans(struct mc_pull *p, struct mc_pull_file *pf, int64_t id, bool *valid,
+		      struct mc_err *err)
+{
+	struct mc_fetch_file *f = &pf->f;
+	uint64_t first, count;
+	sqlite3_stmt *s = NULL;
+	int rc, ret;
+
+	*valid = true;
+	ret = mc_index_stmt(p->c, MC_STMT_SPANS_GET, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_int64(s, 1, id);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		first = (uint64_t)sqlite3_column_int64(s, 0);
+		count = (uint64_t)sqlite3_column_int64(s, 1);
+		if (count == 0 || first >= f->nblocks || count > f->nblocks - first ||
+		    (uint64_t)sqlite3_column_bytes(s, 2) != count * MC_DIGEST_LEN) {
+			*valid = false;
+			break;
+		}
+		memset(f->block_done + first, 1, count);
+		memcpy(f->block_digests + first * MC_DIGEST_LEN, sqlite3_column_blob(s, 2),
+		       count * MC_DIGEST_LEN);
+	}
+	if (*valid && rc != SQLITE_DONE)
+		ret = mc_index_fail(p->c, rc, err, "read the progress of '%s'", f->label);
+	sqlite3_reset(s);
+	if (ret || !*valid) {
+		memset(f->block_done, 0, f->nblocks);
+		memset(f->block_digests, 0, f->nblocks * MC_DIGEST_LEN);
+	}
+out:
+	return ret;
+}
+
+/* The downloads row of an object, as read by try_resume(). */
+struct download_row {
+	int64_t id;
+	uint64_t size;
+	char etag[256];
+	char last_modified[64];
+	char tmp_name[32];
+};
+
+static int get_download(struct mc_pull *p, struct mc_pull_file *pf, struct download_row *d,
+			struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, ret;
+
+	memset(d, 0, sizeof(*d));
+	ret = mc_index_stmt(p->c, MC_STMT_DOWNLOAD_GET, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_text(s, 1, pf->source, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		d->id = sqlite3_column_int64(s, 0);
+		d->size = (uint64_t)sqlite3_column_int64(s, 1);
+		snprintf(d->etag, sizeof(d->etag), "%s", mc_index_text(s, 2));
+		snprintf(d->last_modified, sizeof(d->last_modified), "%s", mc_index_text(s, 3));
+		snprintf(d->tmp_name, sizeof(d->tmp_name), "%s", mc_index_text(s, 4));
+	} else if (rc != SQLITE_DONE) {
+		ret = mc_index_fail(p->c, rc, err, "look up the download of '%s'", pf->f.label);
+	}
+	sqlite3_reset(s);
+out:
+	return ret;
+}
+
+/* True when the recorded download is the same object as the one the origin describes now. */
+static bool same_object(const struct download_row *d, const struct mc_remote_info *r)
+{
+	/* Without a validator there is no way to tell two versions apart: never resume. */
+	if (!r->etag[0] && !r->last_modified[0])
+		return false;
+	return r->ranges && d->size == r->size && !strcmp(d->etag, r->etag) &&
+	       !strcmp(d->last_modified, r->last_modified);
+}
+
+/* Resumes a download of the same object left by an earlier run; sets f->fd when it does. */
+static int try_resume(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	struct mc_fetch_file *f = &pf->f;
+	struct download_row d;
+	struct stat st;
+	bool valid;
+	int fd, ret;
+
+	ret = get_download(p, pf, &d, err);
+	if (ret || !d.id)
+		goto out;
+	fd = is_tmp_name(d.tmp_name)
+		 ? openat(p->c->tmp_fd, d.tmp_name, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+		 : -1;
+	if (fd >= 0) {
+		ret = lock_tmp(fd, f->label, err);
+		if (ret)
+			goto out_close;
+	}
+	if (!same_object(&d, &f->remote) || fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != f->remote.size)
+		goto out_drop;
+	ret = load_spans(p, pf, d.id, &valid, err);
+	if (ret)
+		goto out_close;
+	if (!valid)
+		goto out_drop;
+	ret = claim_download(p, d.id, err);
+	if (ret)
+		goto out_close;
+	pf->download_id = d.id;
+	pf->resumed = true;
+	snprintf(pf->tmp_name, sizeof(pf->tmp_name), "%s", d.tmp_name);
+	f->fd = fd;
+	goto out;
+out_drop:
+	ret = drop_download(p, d.id, d.tmp_name, err);
+out_close:
+	if (fd >= 0)
+		close(fd);
+out:
+	return ret;
+}
+
+/* Inserts the downloads row and names its temp file after the row's id. */
+static int insert_download(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	const struct mc_remote_info *r = &pf->f.remote;
+	struct mc_cache *c = p->c;
+	sqlite3_stmt *s = NULL;
+	int rc, ret;
+
+	ret = mc_index_begin(c, err);
+	if (ret)
+		goto out;
+	ret = mc_index_stmt(c, MC_STMT_DOWNLOAD_INSERT, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_text(s, 1, pf->source, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)r->size);
+	sqlite3_bind_text(s, 3, r->etag, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, r->last_modified, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 5, (sqlite3_int64)getpid());
+	sqlite3_bind_text(s, 6, c->boot_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 7, mc_now_unix());
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+		ret = mc_err_set(err, -EBUSY,
+				 "cannot download '%s': another process is downloading it",
+				 pf->f.label);
+		goto out_rollback;
+	}
+	if (rc != SQLITE_DONE) {
+		ret = mc_index_fail(c, rc, err, "record the download of '%s'", pf->f.label);
+		goto out_rollback;
+	}
+	pf->download_id = sqlite3_last_insert_rowid(c->db);
+	snprintf(pf->tmp_name, sizeof(pf->tmp_name), "%lld.part", (long long)pf->download_id);
+	ret = mc_index_stmt(c, MC_STMT_DOWNLOAD_SET_TMP, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_int64(s, 1, pf->download_id);
+	sqlite3_bind_text(s, 2, pf->tmp_name, -1, SQLITE_STATIC);
+	ret = mc_index_exec(c, s, "record the download", err);
+	if (!ret)
+		ret = mc_index_commit(c, err);
+	if (!ret)
+		goto out;
+out_rollback:
+	mc_index_rollback(c);
+	pf->download_id = 0;
+	pf->tmp_name[0] = '\0';
+out:
+	return ret;
+}
+
+/* Starts a new download: the row first, then the preallocated, locked temp file. */
+static int start_download(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	struct mc_fetch_file *f = &pf->f;
+	int fd = -1, ret;
+
+	ret = insert_download(p, pf, err);
+	if (ret)
+		goto out;
+	ret = mc_store_tmp_create(p->c, pf->tmp_name, f->remote.size, f->label, &fd, err);
+	if (!ret)
+		ret = lock_tmp(fd, f->label, err);
+	if (ret)
+		goto out_drop;
+	f->fd = fd;
+	goto out;
+out_drop:
+	if (fd >= 0)
+		close(fd);
+	drop_download(p, pf->download_id, fd >= 0 ? pf->tmp_name : "", NULL);
+	pf->download_id = 0;
+out:
+	return ret;
+}
+
+static int pull_open(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
+{
+	struct mc_pull *p = ctx;
+	struct mc_pull_file *pf = f->user;
+	int ret;
+
+	f->fd = -1;
+	f->skip = false;
+	ret = try_reuse(p, pf, err);
+	if (ret || f->skip)
+		goto out;
+	ret = try_resume(p, pf, err);
+	if (ret || f->fd >= 0)
+		goto out;
+	ret = start_download(p, pf, err);
+out:
+	return ret;
+}
+
+static int pull_blocks_durable(void *ctx, struct mc_fetch_file *f,
+			       const struct mc_block_span *spans, size_t n, struct mc_err *err)
+{
+	struct mc_pull *p = ctx;
+	struct mc_pull_file *pf = f->user;
+	sqlite3_stmt *s = NULL;
+	int ret;
+
+	if (!pf->download_id) {
+		ret = mc_err_set(err, -EINVAL, "no download in progress for '%s'", f->label);
+		goto out;
+	}
+	ret = mc_index_begin(p->c, err);
+	if (ret)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const struct mc_block_span *sp = &spans[i];
+
+		if (sp->count == 0 || sp->first >= f->nblocks ||
+		    sp->count > f->nblocks - sp->first) {
+			ret = mc_err_set(err, -EINVAL, "blocks %llu+%llu are outside '%s'",
+					 (unsigned long long)sp->first,
+					 (unsigned long long)sp->count, f->label);
+			goto out_rollback;
+		}
+		ret = mc_index_stmt(p->c, MC_STMT_SPAN_INSERT, &s, err);
+		if (ret)
+			goto out_rollback;
+		sqlite3_bind_int64(s, 1, pf->download_id);
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)sp->first);
+		sqlite3_bind_int64(s, 3, (sqlite3_int64)sp->count);
+		sqlite3_bind_blob64(s, 4, f->block_digests + sp->first * MC_DIGEST_LEN,
+				    sp->count * MC_DIGEST_LEN, SQLITE_STATIC);
+		ret = mc_index_exec(p->c, s, "record download progress", err);
+		if (ret)
+			goto out_rollback;
+	}
+	ret = claim_download(p, pf->download_id, err);
+	if (!ret)
+		ret = mc_index_commit(p->c, err);
+	if (!ret)
+		goto out;
+out_rollback:
+	mc_index_rollback(p->c);
+out:
+	return ret;
+}
+
+/* True when the index has a row for blob @hex and blobs/@rel still matches it. */
+static int blob_is_indexed(struct mc_pull *p, const char *hex, const char *rel, bool *indexed,
+			   struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, ret;
+
+	*indexed = false;
+	ret = mc_index_stmt(p->c, MC_STMT_BLOB_GET, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_text(s, 1, hex, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*indexed = mc_store_blob_matches(p->c, rel, (uint64_t)sqlite3_column_int64(s, 0),
+						 (uint64_t)sqlite3_column_int64(s, 1),
+						 sqlite3_column_int64(s, 2));
+	else if (rc != SQLITE_DONE)
+		ret = mc_index_fail(p->c, rc, err, "look up blob '%s'", hex);
+	sqlite3_reset(s);
+out:
+	return ret;
+}
+
+/* In one transaction: the blob row, the files row, and the end of the download. */
+static int record_blob(struct mc_pull *p, struct mc_pull_file *pf, const char *hex,
+		       const struct stat *st, struct mc_err *err)
+{
+	struct mc_cache *c = p->c;
+	sqlite3_stmt *s = NULL;
+	int ret;
+
+	ret = mc_index_begin(c, err);
+	if (ret)
+		goto out;
+	ret = mc_index_stmt(c, MC_STMT_BLOB_UPSERT, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_text(s, 1, hex, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)st->st_size);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)st->st_ino);
+	sqlite3_bind_int64(s, 4, mc_store_mtime_ns(st));
+	sqlite3_bind_int64(s, 5, mc_now_unix());
+	ret = mc_index_exec(c, s, "record a blob", err);
+	if (!ret)
+		ret = record_file(p, pf, hex, err);
+	if (!ret)
+		ret = mc_index_stmt(c, MC_STMT_DOWNLOAD_DELETE, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_int64(s, 1, pf->download_id);
+	ret = mc_index_exec(c, s, "end a download", err);
+	if (!ret)
+		ret = mc_index_commit(c, err);
+	if (!ret)
+		goto out;
+out_rollback:
+	pf->recorded = false;
+	mc_index_rollback(c);
+out:
+	return ret;
+}
+
+static int pull_done(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
+{
+	struct mc_pull *p = ctx;
+	struct mc_pull_file *pf = f->user;
+	char hex[MC_DIGEST_HEX], rel[MC_BLOB_REL_MAX];
+	bool indexed, dedup;
+	struct stat st;
+	int ret;
+
+	if (!pf->download_id || f->fd < 0) {
+		ret = mc_err_set(err, -EINVAL, "no download in progress for '%s'", f->label);
+		goto out;
+	}
+	if (fstat(f->fd, &st)) {
+		ret = mc_err_errno(err, -errno, "cannot stat '%s/tmp/%s'", p->c->dir, pf->tmp_name);
+		goto out;
+	}
+	if ((uint64_t)st.st_size != f->remote.size) {
+		ret =
+		    mc_err_set(err, MC_E_INTEGRITY, "'%s' has %llu bytes, expected %llu", f->label,
+			       (unsigned long long)st.st_size, (unsigned long long)f->remote.size);
+		goto out;
+	}
+	mc_store_blob_rel(f->digest, hex, rel);
+	ret = blob_is_indexed(p, hex, rel, &indexed, err);
+	if (!ret)
+		ret = mc_store_blob_publish(p->c, f->fd, pf->tmp_name, f->digest, indexed, &st,
+					    &dedup, err);
+	if (!ret)
+		ret = record_blob(p, pf, hex, &st, err);
+	if (ret)
+		goto out;
+	close(f->fd);
+	f->fd = -1;
+	pf->download_id = 0;
+	pf->reused = dedup;
+out:
+	return ret;
+}
+
+const struct mc_fetch_ops mc_pull_ops = {
+    .open = pull_open,
+    .blocks_durable = pull_blocks_durable,
+    .done = pull_done,
+};
+
+int mc_pull_begin(struct mc_pull *p, struct mc_cache *c, const char *name, const char *source,
+		  size_t nfile, struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, ret;
+
+	memset(p, 0, sizeof(*p));
+	p->c = c;
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	p->file = mc_calloc(nfile, sizeof(*p->file));
+	if (!p->file) {
+		ret = mc_err_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	p->nfile = nfile;
+	for (size_t i = 0; i < nfile; i++)
+		p->file[i].f.fd = -1;
+	ret = mc_index_begin(c, err);
+	if (ret)
+		goto out;
+	ret = mc_index_stmt(c, MC_STMT_MODEL_UPSERT, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, source, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, mc_now_unix());
+	ret = mc_index_exec(c, s, "record model", err);
+	if (!ret)
+		ret = mc_index_stmt(c, MC_STMT_MODEL_GET, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		p->model_id = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW) {
+		ret = mc_index_fail(c, rc, err, "read model '%s'", name);
+		goto out_rollback;
+	}
+	ret = mc_index_stmt(c, MC_STMT_VERSION_INSERT, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_int64(s, 1, p->model_id);
+	sqlite3_bind_int64(s, 2, mc_now_unix());
+	ret = mc_index_exec(c, s, "record a new version", err);
+	if (ret)
+		goto out_rollback;
+	p->version = sqlite3_last_insert_rowid(c->db);
+	ret = mc_index_commit(c, err);
+	if (!ret)
+		goto out;
+out_rollback:
+	mc_index_rollback(c);
+out:
+	return ret;
+}
+
+int mc_pull_file_set(struct mc_pull *p, size_t i, const char *url, const char *source,
+		     const char *path, struct mc_err *err)
+{
+	struct mc_pull_file *pf = &p->file[i];
+	int ret = 0;
+
+	pf->source = mc_strdup(source);
+	pf->path = mc_strdup(path);
+	if (!pf->source || !pf->path) {
+		ret = mc_err_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	pf->f.url = url;
+	pf->f.label = pf->source;
+	pf->f.user = pf;
+	pf->f.fd = -1;
+out:
+	return ret;
+}
+
+/* Sets *count and *bytes to the totals of @version. */
+static int version_totals(struct mc_cache *c, int64_t version, uint64_t *count, uint64_t *bytes,
+			  struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, ret;
+
+	ret = mc_index_stmt(c, MC_STMT_VERSION_TOTALS, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_int64(s, 1, version);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*count = (uint64_t)sqlite3_column_int64(s, 0);
+		*bytes = (uint64_t)sqlite3_column_int64(s, 1);
+	} else {
+		ret = mc_index_fail(c, rc, err, "count the files of version %lld",
+				    (long long)version);
+	}
+	sqlite3_reset(s);
+out:
+	return ret;
+}
+
+/* Reads into *current the model's current version (0 for none). */
+static int current_version(struct mc_pull *p, int64_t *current, struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, ret;
+
+	ret = mc_index_stmt(p->c, MC_STMT_MODEL_GET, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_text(s, 1, p->name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*current = sqlite3_column_int64(s, 1);
+	else
+		ret = mc_index_fail(p->c, rc, err, "read model '%s'", p->name);
+	sqlite3_reset(s);
+out:
+	return ret;
+}
+
+/*
+ * Sets *same when the current version @cur holds exactly the files (paths and digests) of the
+ * new version, and its tree on disk is intact: then the pull changes nothing on disk.
+ */
+static int same_as_current(struct mc_pull *p, int64_t cur, size_t n, bool *same, struct mc_err *err)
+{
+	struct mc_tree_entry *e = NULL;
+	uint64_t count = 0, bytes;
+	size_t ne = 0;
+	sqlite3_stmt *s = NULL;
+	int rc, ret;
+
+	*same = false;
+	ret = version_totals(p->c, cur, &count, &bytes, err);
+	if (ret || count != n)
+		goto out;
+	ret = mc_index_stmt(p->c, MC_STMT_VERSION_SAME, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_int64(s, 1, p->version);
+	sqlite3_bind_int64(s, 2, cur);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		count = (uint64_t)sqlite3_column_int64(s, 0);
+	else
+		ret = mc_index_fail(p->c, rc, err, "compare versions of '%s'", p->name);
+	sqlite3_reset(s);
+	if (ret || count != n)
+		goto out;
+	ret = mc_index_tree_entries(p->c, cur, &e, &ne, err);
+	if (ret)
+		goto out;
+	*same = mc_store_tree_is_intact(p->c, p->name, cur, e, ne);
+	mc_tree_entries_free(e, ne);
+out:
+	return ret;
+}
+
+/* Drops the new version in favour of the identical current one @cur. */
+static int keep_current(struct mc_pull *p, int64_t cur, struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int ret;
+
+	ret = mc_index_begin(p->c, err);
+	if (ret)
+		goto out;
+	ret = mc_index_stmt(p->c, MC_STMT_VERSION_DELETE, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_int64(s, 1, p->version);
+	ret = mc_index_exec(p->c, s, "drop an unchanged version", err);
+	if (!ret)
+		ret = mc_index_stmt(p->c, MC_STMT_MODEL_TOUCH, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_int64(s, 1, p->model_id);
+	sqlite3_bind_int64(s, 2, mc_now_unix());
+	ret = mc_index_exec(p->c, s, "record the use of a model", err);
+	if (!ret)
+		ret = mc_index_commit(p->c, err);
+	if (ret)
+		goto out_rollback;
+	p->version = cur;
+	goto out;
+out_rollback:
+	mc_index_rollback(p->c);
+out:
+	return ret;
+}
+
+/* Marks the version complete and current. */
+static int make_current(struct mc_pull *p, struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t now = mc_now_unix();
+	int ret;
+
+	ret = mc_index_begin(p->c, err);
+	if (ret)
+		goto out;
+	ret = mc_index_stmt(p->c, MC_STMT_VERSION_STATE, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_int64(s, 1, p->version);
+	sqlite3_bind_text(s, 2, "complete", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, now);
+	ret = mc_index_exec(p->c, s, "complete a version", err);
+	if (!ret)
+		ret = mc_index_stmt(p->c, MC_STMT_MODEL_SET_CURRENT, &s, err);
+	if (ret)
+		goto out_rollback;
+	sqlite3_bind_int64(s, 1, p->model_id);
+	sqlite3_bind_int64(s, 2, p->version);
+	sqlite3_bind_int64(s, 3, now);
+	ret = mc_index_exec(p->c, s, "make a version current", err);
+	if (!ret)
+		ret = mc_index_commit(p->c, err);
+	if (!ret)
+		goto out;
+out_rollback:
+	mc_index_rollback(p->c);
+out:
+	return ret;
+}
+
+int mc_pull_publish(struct mc_pull *p, struct mc_err *err)
+{
+	struct mc_tree_entry *e = NULL;
+	int64_t cur = 0;
+	size_t n = 0;
+	bool same = false;
+	int ret;
+
+	ret = mc_index_tree_entries(p->c, p->version, &e, &n, err);
+	if (ret)
+		goto out;
+	if (n != p->nfile) {
+		ret = mc_err_set(err, MC_E_INTEGRITY, "only %zu of the %zu files of '%s' arrived",
+				 n, p->nfile, p->name);
+		goto out_free;
+	}
+	ret = current_version(p, &cur, err);
+	if (!ret && cur)
+		ret = same_as_current(p, cur, n, &same, err);
+	if (ret)
+		goto out_free;
+	if (same) {
+		ret = keep_current(p, cur, err);
+		goto out_free;
+	}
+	ret = mc_store_tree_build(p->c, p->name, p->version, e, n, err);
+	if (ret)
+		goto out_free;
+	ret = mc_store_link_swap(p->c, p->name, p->version, err);
+	if (ret) {
+		mc_store_tree_remove(p->c, p->name, p->version, e, n);
+		goto out_free;
+	}
+	ret = make_current(p, err);
+out_free:
+	mc_tree_entries_free(e, n);
+out:
+	return ret;
+}
+
+void mc_pull_fail(struct mc_pull *p)
+{
+	sqlite3_stmt *s = NULL;
+
+	if (!p->version || mc_index_stmt(p->c, MC_STMT_VERSION_STATE, &s, NULL))
+		goto out;
+	sqlite3_bind_int64(s, 1, p->version);
+	sqlite3_bind_text(s, 2, "failed", -1, SQLITE_STATIC);
+	sqlite3_bind_null(s, 3);
+	mc_index_exec(p->c, s, "mark a version failed", NULL);
+out:
+	return;
+}
+
+void mc_pull_release(struct mc_pull *p)
+{
+	for (size_t i = 0; i < p->nfile; i++) {
+		if (p->file[i].f.fd >= 0)
+			close(p->file[i].f.fd);
+		mc_free(p->file[i].source);
+		mc_free(p->file[i].path);
+	}
+	mc_free(p->file);
+	p->file = NULL;
+	p->nfile = 0;
+}
+
+/* Checked URIs: file names and redacted forms, parallel to the request's URIs. */
+struct checked {
+	char **path;
+	char **source;
+	size_t n;
+};
+
+static void checked_release(struct checked *k)
+{
+	for (size_t i = 0; i < k->n; i++) {
+		mc_free(k->path[i]);
+		mc_free(k->source[i]);
+	}
+	mc_free(k->path);
+	mc_free(k->source);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Refuses two URIs that give the same file name in one model. */
+static int check_duplicates(const struct checked *k, const char *name, struct mc_err *err)
+{
+	char **sorted = mc_malloc(k->n * sizeof(*sorted));
+	int ret = 0;
+
+	if (!sorted) {
+		ret = mc_err_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(sorted, k->path, k->n * sizeof(*sorted));
+	qsort(sorted, k->n, sizeof(*sorted), cmp_str);
+	for (size_t i = 1; i < k->n; i++) {
+		if (!strcmp(sorted[i - 1], sorted[i])) {
+			ret =
+			    mc_err_set(err, MC_E_USAGE, "two URIs give the file '%s' in model '%s'",
+				       sorted[i], name);
+			break;
+		}
+	}
+	mc_free(sorted);
+out:
+	return ret;
+}
+
+static int check_uris(const struct mc_pull_opts *o, struct checked *k, struct mc_err *err)
+{
+	int ret = 0;
+
+	k->path = mc_calloc(o->nuris, sizeof(*k->path));
+	k->source = mc_calloc(o->nuris, sizeof(*k->source));
+	if (!k->path || !k->source) {
+		ret = mc_err_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	k->n = o->nuris;
+	for (size_t i = 0; i < k->n; i++) {
+		ret = mc_url_check(o->uris[i], &k->path[i], &k->source[i], err);
+		if (ret)
+			goto out;
+		if (!mc_relpath_is_valid(k->path[i])) {
+			ret = mc_err_set(err, MC_E_USAGE, "'%s' does not name a usable file",
+					 k->source[i]);
+			goto out;
+		}
+	}
+out:
+	return ret;
+}
+
+/*
+ * A model name from a file name: the name without its last extension, with characters a model
+ * name cannot hold turned into '-' ("Llama-3 8B.Q4_K_M.gguf" gives "Llama-3-8B.Q4_K_M").
+ */
+static int derive_name(const char *file, const char *source, char *out, size_t len,
+		       struct mc_err *err)
+{
+	const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+	const char *dot = strrchr(base, '.');
+	size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base), j = 0;
+	int ret = 0;
+
+	for (size_t i = 0; i < n && j + 1 < len; i++) {
+		char ch = base[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+			ch = '-';
+		if (j == 0 && (ch == '.' || ch == '-'))
+			continue;
+		out[j++] = ch;
+	}
+	out[j] = '\0';
+	if (!mc_name_is_valid(out))
+		ret = mc_err_set(err, MC_E_USAGE,
+				 "cannot derive a model name from '%s': give one with --name",
+				 source);
+	return ret;
+}
+
+static int fill_result(struct mc_pull *p, const struct mc_pull_opts *o, struct mc_pull_result *res,
+		       struct mc_err *err)
+{
+	snprintf(res->name, sizeof(res->name), "%s", p->name);
+	res->version = p->version;
+	res->writer = mc_writer_kind_name(o->fetch.writer);
+	for (size_t i = 0; i < p->nfile; i++) {
+		res->bytes_fetched += p->file[i].f.bytes_fetched;
+		res->files_reused += p->file[i].reused;
+	}
+	return version_totals(p->c, p->version, &res->files, &res->bytes, err);
+}
+
+int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pull_result *res,
+		  struct mc_err *err)
+{
+	struct mc_fetch_file **files = NULL;
+	struct checked k = {0};
+	struct mc_pull p = {0};
+	char derived[129];
+	const char *name;
+	int ret;
+
+	memset(res, 0, sizeof(*res));
+	if (!o->nuris) {
+		ret = mc_err_set(err, MC_E_USAGE, "nothing to pull: no URI given");
+		goto out;
+	}
+	ret = check_uris(o, &k, err);
+	if (ret)
+		goto out_checked;
+	name = o->name;
+	if (!name) {
+		ret = derive_name(k.path[0], k.source[0], derived, sizeof(derived), err);
+		name = derived;
+	} else if (!mc_name_is_valid(name)) {
+		ret = mc_err_set(err, MC_E_USAGE,
+				 "invalid model name '%.200s': use 1-128 of [A-Za-z0-9._-], "
+				 "not starting with '.' or '-'",
+				 name);
+	}
+	if (!ret)
+		ret = check_duplicates(&k, name, err);
+	if (ret)
+		goto out_checked;
+	files = mc_calloc(o->nuris, sizeof(*files));
+	if (!files) {
+		ret = mc_err_set(err, -ENOMEM, "out of memory");
+		goto out_checked;
+	}
+	ret = mc_pull_begin(&p, c, name, k.source[0], o->nuris, err);
+	for (size_t i = 0; !ret && i < o->nuris; i++) {
+		ret = mc_pull_file_set(&p, i, o->uris[i], k.source[i], k.path[i], err);
+		files[i] = &p.file[i].f;
+	}
+	if (!ret)
+		ret = mc_fetch_run(&o->fetch, files, o->nuris, &mc_pull_ops, &p, err);
+	if (!ret)
+		ret = mc_pull_publish(&p, err);
+	if (ret)
+		mc_pull_fail(&p);
+	else
+		ret = fill_result(&p, o, res, err);
+	mc_pull_release(&p);
+	mc_free(files);
+out_checked:
+	checked_release(&k);
+out:
+	return ret;
+}

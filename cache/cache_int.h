@@ -1,0 +1,222 @@
+/*
+ * Internals of the cache library, shared by its .c files and its unit tests (which drive the
+ * pull callbacks directly). Nothing outside cache/ and tests/unit/ includes this header.
+ *
+ * index.c owns the SQLite connection and its cached prepared statements, store.c the directory
+ * handles and every file-system step of the publish protocol, pull.c the fetch callbacks.
+ */
+#ifndef MC_CACHE_INT_H
+#define MC_CACHE_INT_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "mc_cache.h"
+
+/* PRAGMA application_id of every mcache index: "MCCH". */
+#define MC_INDEX_APP_ID 0x4d434348
+/* PRAGMA user_version this build writes; older indexes are migrated on open. */
+#define MC_INDEX_VERSION 1
+/* A download row whose owner has not written a heartbeat for this long is free to take over. */
+#define MC_LEASE_TTL_S 60
+/* "ab/" + 32 hex digits + NUL: a blob's path beneath blobs/. */
+#define MC_BLOB_REL_MAX (3 + MC_DIGEST_HEX)
+
+/* Every statement the library runs, prepared once per connection (index.c holds the SQL). */
+enum mc_stmt {
+	MC_STMT_BEGIN,
+	MC_STMT_COMMIT,
+	MC_STMT_ROLLBACK,
+	MC_STMT_MODEL_UPSERT,
+	MC_STMT_MODEL_GET,
+	MC_STMT_MODEL_SET_CURRENT,
+	MC_STMT_MODEL_TOUCH,
+	MC_STMT_MODELS_LIST,
+	MC_STMT_VERSION_INSERT,
+	MC_STMT_VERSION_STATE,
+	MC_STMT_VERSION_DELETE,
+	MC_STMT_VERSION_TOTALS,
+	MC_STMT_VERSION_SAME,
+	MC_STMT_REUSE_FIND,
+	MC_STMT_DOWNLOAD_GET,
+	MC_STMT_DOWNLOAD_INSERT,
+	MC_STMT_DOWNLOAD_SET_TMP,
+	MC_STMT_DOWNLOAD_CLAIM,
+	MC_STMT_DOWNLOAD_DELETE,
+	MC_STMT_DOWNLOAD_BY_TMP,
+	MC_STMT_SPANS_GET,
+	MC_STMT_SPAN_INSERT,
+	MC_STMT_BLOB_GET,
+	MC_STMT_BLOB_UPSERT,
+	MC_STMT_FILE_INSERT,
+	MC_STMT_FILES_OF_VERSION,
+	MC_STMT_COUNT
+};
+
+struct mc_cache {
+	char *dir;	  /* as given to mc_cache_open() */
+	char *index_path; /* DIR/index.db, for messages */
+	int dirfd;
+	int blobs_fd;
+	int tmp_fd;
+	int trees_fd;
+	int models_fd;
+	sqlite3 *db;
+	sqlite3_stmt *stmt[MC_STMT_COUNT];
+	char boot_id[40]; /* /proc/sys/kernel/random/boot_id, "" when unknown */
+};
+
+/* index.c */
+
+/* Opens or creates DIR/index.db, refusing a file that is not an mcache index. */
+int mc_index_open(struct mc_cache *c, struct mc_err *err);
+/* Finalizes the cached statements and closes the connection. */
+void mc_index_close(struct mc_cache *c);
+/* Returns in *out the cached statement @id, reset and with its bindings cleared. */
+int mc_index_stmt(struct mc_cache *c, enum mc_stmt id, sqlite3_stmt **out, struct mc_err *err);
+/*
+ * Turns the SQLite result @rc into a code (-ENOSPC, -EIO, -EBUSY, -ENOMEM, MC_E_INDEX...) and
+ * records "cannot <what> in 'DIR/index.db': <sqlite message>" in @err.
+ */
+int mc_index_fail(struct mc_cache *c, int rc, struct mc_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Steps @s, which must finish (SQLITE_DONE), and resets it. */
+int mc_index_exec(struct mc_cache *c, sqlite3_stmt *s, const char *what, struct mc_err *err);
+/* BEGIN IMMEDIATE, COMMIT, and a ROLLBACK that cannot fail the caller further. */
+int mc_index_begin(struct mc_cache *c, struct mc_err *err);
+int mc_index_commit(struct mc_cache *c, struct mc_err *err);
+void mc_index_rollback(struct mc_cache *c);
+/* Text column @i of the current row, "" for NULL. */
+const char *mc_index_text(sqlite3_stmt *s, int i);
+
+/* store.c */
+
+/* Writes "ab/<hex>" for @digest into @rel (MC_BLOB_REL_MAX bytes) and the hex into @hex. */
+void mc_store_blob_rel(const uint8_t digest[MC_DIGEST_LEN], char *hex, char *rel);
+/* Same from a hex digest, which must be 32 hex digits; returns 0 or MC_E_INDEX. */
+int mc_store_blob_rel_hex(const char *hex, char *rel);
+/*
+ * Opens the directory @name (one component) beneath @dirfd without following symlinks, creating
+ * it first when @create; *created tells whether this call made it. Returns an fd or -errno.
+ */
+int mc_store_open_dir(int dirfd, const char *name, bool create, bool *created);
+/*
+ * Opens the parent directory of the relative path @path beneath @dirfd, component by component,
+ * never following a symlink (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS where the kernel has
+ * it). Sets *leaf to the last component inside @path. Returns an fd (a dup of @dirfd for a
+ * one-component path) or -errno.
+ */
+int mc_store_open_parent(int dirfd, const char *path, const char **leaf);
+/* Creates tmp/@name (O_EXCL, 0600) preallocated to @size bytes; returns 0 and *fd, or -errno. */
+int mc_store_tmp_create(struct mc_cache *c, const char *name, uint64_t size, const char *label,
+			int *fd, struct mc_err *err);
+/*
+ * Publishes the complete, fsynced tmp/@tmp_name (open as @fd) as blobs/ab/<hex>: read-only,
+ * renamed, directories fsynced. When a blob the index vouches for (@indexed, its row matched by
+ * stat) already holds these bytes the temp file is removed instead and *dedup set. *st receives
+ * the stat of the blob now in place.
+ */
+int mc_store_blob_publish(struct mc_cache *c, int fd, const char *tmp_name,
+			  const uint8_t digest[MC_DIGEST_LEN], bool indexed, struct stat *st,
+			  bool *dedup, struct mc_err *err);
+/* True when blobs/@rel exists as a regular file with this size, inode and mtime. */
+bool mc_store_blob_matches(struct mc_cache *c, const char *rel, uint64_t size, uint64_t inode,
+			   int64_t mtime_ns);
+/* st_mtim as nanoseconds since the epoch. */
+int64_t mc_store_mtime_ns(const struct stat *st);
+
+/* One file of a version's tree: its path in the model and the blob it links to. */
+struct mc_tree_entry {
+	char *path;
+	char hex[MC_DIGEST_HEX];
+	uint64_t size;
+	uint64_t inode;
+	int64_t mtime_ns;
+};
+
+/*
+ * Builds trees/@name/@version/ from @e[0..n): hard links to the blobs, every directory created
+ * then fsynced. On failure removes what it made.
+ */
+int mc_store_tree_build(struct mc_cache *c, const char *name, int64_t version,
+			const struct mc_tree_entry *e, size_t n, struct mc_err *err);
+/* Removes trees/@name/@version/ as built from @e[0..n), best effort. */
+void mc_store_tree_remove(struct mc_cache *c, const char *name, int64_t version,
+			  const struct mc_tree_entry *e, size_t n);
+/* True when trees/@name/@version/ holds every entry, linked to its blob, and models/@name
+ * points at it. */
+bool mc_store_tree_is_intact(struct mc_cache *c, const char *name, int64_t version,
+			     const struct mc_tree_entry *e, size_t n);
+/* Points models/@name at ../trees/@name/@version atomically and fsyncs models/. */
+int mc_store_link_swap(struct mc_cache *c, const char *name, int64_t version, struct mc_err *err);
+/* Writes the symlink target models/@name should have into @buf. */
+void mc_store_link_target(const char *name, int64_t version, char *buf, size_t len);
+
+/* A model as listed: its current version, or for one never completed its latest attempt. */
+struct mc_model_row {
+	char *name;
+	char *state; /* of the version below */
+	bool pinned;
+	int64_t created_at;
+	int64_t last_used_at;
+	int64_t current; /* 0 when the model never completed */
+	int64_t version;
+};
+
+/* Reads every model, by name, into *out (freed with mc_model_rows_free). */
+int mc_index_models(struct mc_cache *c, struct mc_model_row **out, size_t *n, struct mc_err *err);
+void mc_model_rows_free(struct mc_model_row *r, size_t n);
+
+/* Reads the entries of @version ordered by path into *out (freed with mc_tree_entries_free). */
+int mc_index_tree_entries(struct mc_cache *c, int64_t version, struct mc_tree_entry **out,
+			  size_t *n, struct mc_err *err);
+void mc_tree_entries_free(struct mc_tree_entry *e, size_t n);
+
+/* pull.c: the fetch callbacks and the steps of a pull, callable one by one from tests. */
+
+/* One remote object of a pull; f.user points back at it. */
+struct mc_pull_file {
+	struct mc_fetch_file f;
+	char *source;	     /* redacted URL: the identity of the object in the index */
+	char *path;	     /* file path in the model */
+	int64_t download_id; /* the downloads row in use, 0 for none */
+	char tmp_name[32];   /* its file beneath tmp/ */
+	bool recorded;	     /* a files row exists for this version */
+	bool reused;	     /* the bytes came from a blob already in the cache */
+	bool resumed;	     /* open found durable blocks of an earlier run */
+};
+
+struct mc_pull {
+	struct mc_cache *c;
+	char name[129];
+	int64_t model_id;
+	int64_t version;
+	int64_t prev_version; /* the current version when the pull began, 0 for none */
+	struct mc_pull_file *file;
+	size_t nfile;
+};
+
+extern const struct mc_fetch_ops mc_pull_ops;
+
+/*
+ * Upserts the model @name (first source @source) and inserts a 'pulling' version; @p owns
+ * @nfile zeroed files (fd -1) to be filled by mc_pull_file_set().
+ */
+int mc_pull_begin(struct mc_pull *p, struct mc_cache *c, const char *name, const char *source,
+		  size_t nfile, struct mc_err *err);
+/* Fills file @i of @p: @url (kept, not copied), its redacted @source and @path (copied). */
+int mc_pull_file_set(struct mc_pull *p, size_t i, const char *url, const char *source,
+		     const char *path, struct mc_err *err);
+/*
+ * After every file is done or skipped: builds the tree, swaps models/NAME and makes the
+ * version current, or keeps the current version when it already has the same files, intact.
+ */
+int mc_pull_publish(struct mc_pull *p, struct mc_err *err);
+/* Marks the version failed; download rows and temp files stay for a resume. */
+void mc_pull_fail(struct mc_pull *p);
+/* Closes any fd still open and frees @p's memory. */
+void mc_pull_release(struct mc_pull *p);
+
+#endif
