@@ -219,8 +219,7 @@ def walk(x):
 with open(sys.argv[1]) as f:
     found, val = walk(json.load(f))
 if found:
-    print(json.dumps(val) if isinstance(val, (dict, list)) else
-          ("true" if val is True else "false" if val is False else val))
+    print(json.dumps(val) if isinstance(val, (dict, list, bool)) or val is None else val)
 PY
 }
 
