@@ -4,8 +4,8 @@
 # files intact, and must leave verify clean. When one object changes at the origin, the next
 # pull fetches that object only.
 #
-# What is asserted about probing is deliberately loose (< 1 MiB of body bytes in total, no
-# full-body 200), since the design may or may not revalidate with the origin on a re-pull;
+# What is asserted about probing: at most 64 KiB of body bytes per unchanged file and no
+# full-body 200; whether the design revalidates with the origin on a re-pull is its choice;
 # what is strict is that no file is downloaded again.
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
@@ -41,8 +41,16 @@ else
 fi
 nginx_log_summary "$MARK" >"$MC_TMP/log2.json"
 log "origin during re-pull: $(json "$MC_TMP/log2.json" '{k: j[k] for k in ("requests", "by_status", "bytes")}')"
-assert_le "$(json "$MC_TMP/log2.json" 'j["bytes"]')" $((1 << 20)) "body bytes the origin sent for a re-pull"
-assert_eq "$(json "$MC_TMP/log2.json" 'j["full_body"]')" 0 "full-body responses during a re-pull"
+# Origin egress is what a re-pull must not cost (S3 bills it): revalidating an object needs a
+# HEAD, a conditional request or a tiny range, not a chunk-sized range aborted after the headers
+# (on loopback the origin has sent most of the chunk by then). Allow 64 KiB per file.
+NF=${#FILES[@]}
+soft assert_le "$(json "$MC_TMP/log2.json" 'j["bytes"]')" $((NF * 65536)) \
+	"body bytes the origin sent for a re-pull of $NF unchanged files ($(json "$MC_TMP/log2.json" 'j["per_uri"]' | head -c 600))"
+soft assert_eq "$(json "$MC_TMP/log2.json" 'j["full_body"]')" 0 "full-body responses during a re-pull"
+W=$(json_find "$MC_TMP/pull2.json" writer)
+# mcache.1: "writer is null when nothing was written".
+[ -z "$W" ] || soft assert_eq "$W" null "pull --json writer when nothing was written"
 assert_same_tree "$WWW/m" "$C/models/warm" "${FILES[@]}"
 assert_eq "$(stat -L -c %i "$C/models/warm/${FILES[0]}")" "$INODE1" "blob inode after a re-pull"
 log "models/warm -> $TARGET1 before, $(readlink "$C/models/warm") after"
@@ -56,10 +64,10 @@ nginx_log_summary "$MARK" >"$MC_TMP/log3.json"
 log "origin: $(json "$MC_TMP/log3.json" '{k: j[k] for k in ("requests", "by_status", "bytes")}')"
 assert_same_tree "$WWW/m" "$C/models/warm-alias" "${FILES[@]}"
 assert_eq "$(stat -L -c %i "$C/models/warm-alias/${FILES[0]}")" "$INODE1" "the alias shares the blob"
-assert_le "$(json "$MC_TMP/log3.json" 'j["bytes"]')" $((1 << 20)) "body bytes the origin sent for a known object"
+soft assert_le "$(json "$MC_TMP/log3.json" 'j["bytes"]')" $((NF * 65536)) "body bytes the origin sent for known objects"
 
 step "one object changes at the origin: only it is fetched again"
-S=${FILES[0]}
+S=model-00001-of-00002.safetensors
 python3 "$MC_LIB_DIR/gen_safetensors.py" file "$WWW/m/$S" --size "$(stat -c %s "$WWW/m/$S")" --seed changed >/dev/null
 touch -d "@$(($(date +%s) + 10))" "$WWW/m/$S" # a new Last-Modified and ETag
 MARK=$(nginx_log_mark)
@@ -69,7 +77,7 @@ log "origin: $(json "$MC_TMP/log4.json" '{k: j[k] for k in ("requests", "by_stat
 assert_same_tree "$WWW/m" "$C/models/warm" "${FILES[@]}"
 SZ=$(stat -c %s "$WWW/m/$S")
 assert_ge "$(json "$MC_TMP/log4.json" 'j["bytes"]')" "$SZ" "bytes sent for the changed object"
-assert_le "$(json "$MC_TMP/log4.json" 'j["bytes"]')" $((SZ + (2 << 20))) "bytes sent when one object changed"
+soft assert_le "$(json "$MC_TMP/log4.json" 'j["bytes"]')" $((SZ + NF * 65536)) "bytes sent when one object changed"
 mc_expect 0 --cache-dir "$C" verify --deep
 # The alias still has the old bytes: versions are immutable.
 cmp -s "$WWW/m/$S" "$C/models/warm-alias/$S" && fail "the change leaked into the other model"

@@ -13,12 +13,16 @@
 # The source tree and the binary: CTest passes both; a direct run falls back to the checkout.
 MC_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${MCACHE_SRC:=$(cd "$MC_LIB_DIR/../.." && pwd)}"
-: "${MCACHE_BIN:=$MCACHE_SRC/build/mcache}"
+if [ -z "${MCACHE_BIN:-}" ]; then
+	MCACHE_BIN=$MCACHE_SRC/build/mcache
+	[ -x "$MCACHE_BIN" ] || [ ! -x "$MCACHE_SRC/build/cmd/mcache" ] || MCACHE_BIN=$MCACHE_SRC/build/cmd/mcache
+fi
 export MCACHE_SRC MCACHE_BIN
 
 MC_TEST_NAME=$(basename "${BASH_SOURCE[1]:-$0}" .sh)
 MC_EXIT_HOOKS=()
 MC_TMP=""
+MC_SOFT_FAILED=0
 
 # Prints a step header, so the CTest log shows how far a failing test got.
 step() {
@@ -34,6 +38,14 @@ fail() {
 	exit 1
 }
 
+# soft CMD...: runs an assertion (assert_*, or any command) in a subshell; when it fails, the
+# test goes on and fails at the end. For independent checks, so one run reports all of them.
+soft() {
+	if ! ("$@"); then
+		MC_SOFT_FAILED=$((MC_SOFT_FAILED + 1))
+	fi
+}
+
 skip() {
 	printf 'SKIP: %s: %s\n' "$MC_TEST_NAME" "$*" >&2
 	exit 77
@@ -47,6 +59,10 @@ mc_at_exit() {
 mc_run_exit_hooks() {
 	local rc=$? i
 	trap - EXIT INT TERM
+	if [ "$rc" -eq 0 ] && [ "$MC_SOFT_FAILED" -gt 0 ]; then
+		printf 'FAIL: %s: %d check(s) failed above\n' "$MC_TEST_NAME" "$MC_SOFT_FAILED" >&2
+		rc=1
+	fi
 	for ((i = ${#MC_EXIT_HOOKS[@]} - 1; i >= 0; i--)); do
 		eval "${MC_EXIT_HOOKS[$i]}" || true
 	done
