@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "mc_banned.h"
@@ -43,6 +45,9 @@
 #define BUF_SIZE	     (256u << 10)
 #define SYNC_INTERVAL_MS     250
 #define PROGRESS_INTERVAL_MS 200
+#define RETRY_BASE_MS	     250
+#define RETRY_CAP_MS	     10000
+#define MAX_RETRY_AFTER_S    120
 
 _Static_assert(MC_HASH_BLOCK % BUF_SIZE == 0, "buffers must tile hash blocks");
 
@@ -62,9 +67,13 @@ struct buf {
 struct range {
 	struct mc_fetch_file *f;
 	uint64_t first_block, nblocks;
-	uint64_t start, end; /* bytes [start, end) */
-	unsigned writes;     /* buffers queued and not yet completed */
-	bool body_done;	     /* no more bytes will come for it */
+	uint64_t start, end;	/* bytes [start, end) */
+	unsigned writes;	/* buffers queued and not yet completed */
+	bool body_done;		/* no more bytes will come for it */
+	bool probe;		/* the first request of the file: the size is not known yet */
+	unsigned attempt;	/* 0 for the first try */
+	uint64_t not_before_ms; /* a retry waits until then */
+	struct range *next;	/* in the retry queue */
 };
 
 /* A transfer slot: one easy handle, reused for range after range. */
@@ -72,14 +81,15 @@ struct xfer {
 	struct engine *e;
 	CURL *easy;
 	struct range *r; /* NULL when the slot is idle */
-	bool probe;	 /* the first request of r->f */
 	bool checked;	 /* the response headers were looked at */
 	bool accepted;	 /* ... and found right: the body is the range's bytes */
 	bool cancel;	 /* aborted on purpose (skip, or overlap with held blocks) */
 	bool discard;	 /* the body is not the object (an empty file's 416) */
 	bool paused;
-	uint64_t pos;	/* absolute offset of the next body byte */
-	uint64_t block; /* the block being hashed */
+	bool stop;	  /* the range was shortened (split) and is whole: end the transfer */
+	uint64_t pos;	  /* absolute offset of the next body byte */
+	uint64_t req_end; /* the end of the bytes requested (a split may shorten r->end) */
+	uint64_t block;	  /* the block being hashed */
 	XXH3_state_t *hs;
 	struct buf *buf; /* being filled */
 	struct curl_slist *hdrs;
@@ -88,8 +98,13 @@ struct xfer {
 	char etag[256];
 	char last_modified[64];
 	char encoding[64];
+	char retry_after[64];
 	int64_t content_length;
 	char errbuf[CURL_ERROR_SIZE];
+	/* Why this transfer failed, and whether trying again may help. */
+	int err_code;
+	bool err_transient;
+	char err_msg[300];
 };
 
 enum fstate { F_WAIT, F_PROBING, F_OPEN, F_DONE, F_SKIPPED };
@@ -127,6 +142,9 @@ struct engine {
 	struct buf *free_bufs;
 	unsigned nbufs, max_bufs, npaused;
 
+	struct range *retry; /* ranges waiting to be tried again, unordered */
+	uint64_t rng;	     /* jitter for backoff */
+
 	uint64_t bytes_done, bytes_total, last_progress_ms;
 };
 
@@ -151,6 +169,33 @@ static int fail(struct engine *e, int code, const char *fmt, ...)
 static uint64_t min_u64(uint64_t a, uint64_t b)
 {
 	return a < b ? a : b;
+}
+
+/*
+ * Records why @x failed, once; the transfer is then aborted and xfer_finish() decides between a
+ * retry (@transient, attempts left) and failing the run. Returns -1 for the callers' convenience.
+ */
+static int xfer_error(struct xfer *x, int code, bool transient, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int xfer_error(struct xfer *x, int code, bool transient, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (x->err_code)
+		return -1;
+	x->err_code = code;
+	x->err_transient = transient;
+	va_start(ap, fmt);
+	vsnprintf(x->err_msg, sizeof(x->err_msg), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* Statuses worth another try: the origin is busy or briefly broken, not saying no. */
+static bool status_transient(long code)
+{
+	return code == 408 || code == 425 || code == 429 || (code >= 500 && code <= 599);
 }
 
 /* ---- Buffers ---- */
@@ -379,6 +424,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
 	if (n >= 5 && !memcmp(p, "HTTP/", 5)) {
 		/* A new response (after a redirect or 100 Continue): forget the last one's. */
 		x->content_range[0] = x->etag[0] = x->last_modified[0] = x->encoding[0] = '\0';
+		x->retry_after[0] = '\0';
 		x->content_length = -1;
 		return n;
 	}
@@ -395,6 +441,8 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
 		copy_trimmed(x->etag, sizeof(x->etag), v, vlen);
 	} else if (IS("last-modified")) {
 		copy_trimmed(x->last_modified, sizeof(x->last_modified), v, vlen);
+	} else if (IS("retry-after")) {
+		copy_trimmed(x->retry_after, sizeof(x->retry_after), v, vlen);
 	} else if (IS("content-encoding")) {
 		copy_trimmed(x->encoding, sizeof(x->encoding), v, vlen);
 	} else if (IS("content-length")) {
@@ -455,15 +503,15 @@ static int check_probe(struct engine *e, struct xfer *x, long code)
 	if (code == 206) {
 		if (parse_content_range(x->content_range, &a, &b, &total) || total == UINT64_MAX ||
 		    a != 0 || b != min_u64(chunk, total) - 1)
-			return fail(e, MC_E_ORIGIN,
-				    "origin sent a bad Content-Range for '%s': '%s'", f->label,
-				    x->content_range);
+			return xfer_error(x, MC_E_ORIGIN, true,
+					  "origin sent a bad Content-Range for '%s': '%s'",
+					  f->label, x->content_range);
 		f->remote.ranges = true;
 		f->remote.size = total;
 	} else if (code == 200) {
 		if (x->content_length < 0)
-			return fail(e, MC_E_ORIGIN, "origin sent no Content-Length for '%s'",
-				    f->label);
+			return xfer_error(x, MC_E_ORIGIN, false,
+					  "origin sent no Content-Length for '%s'", f->label);
 		f->remote.ranges = false;
 		f->remote.size = (uint64_t)x->content_length;
 	} else if (code == 416 && !parse_content_range(x->content_range, &a, &b, &total) &&
@@ -473,17 +521,18 @@ static int check_probe(struct engine *e, struct xfer *x, long code)
 		f->remote.size = 0;
 		x->discard = true;
 	} else {
-		return fail(e, MC_E_ORIGIN, "HTTP %ld from '%s'", code, f->label);
+		return xfer_error(x, MC_E_ORIGIN, status_transient(code), "HTTP %ld from '%s'",
+				  code, f->label);
 	}
 	if (f->max_size && f->remote.size > f->max_size)
-		return fail(e, MC_E_ORIGIN,
-			    "refusing '%s': %" PRIu64 " bytes is more than the %" PRIu64
-			    " expected",
-			    f->label, f->remote.size, f->max_size);
+		return xfer_error(x, MC_E_ORIGIN, false,
+				  "refusing '%s': %" PRIu64 " bytes is more than the %" PRIu64
+				  " expected",
+				  f->label, f->remote.size, f->max_size);
 	if (strlen(x->etag) >= sizeof(x->etag) - 1 ||
 	    strlen(x->last_modified) >= sizeof(x->last_modified) - 1)
-		return fail(e, MC_E_ORIGIN, "origin sent an oversized validator header for '%s'",
-			    f->label);
+		return xfer_error(x, MC_E_ORIGIN, false,
+				  "origin sent an oversized validator header for '%s'", f->label);
 	snprintf(f->remote.etag, sizeof(f->remote.etag), "%s", x->etag);
 	snprintf(f->remote.last_modified, sizeof(f->remote.last_modified), "%s", x->last_modified);
 
@@ -505,21 +554,20 @@ static int check_probe(struct engine *e, struct xfer *x, long code)
 	}
 	e->bytes_total += f->remote.size;
 	p->state = F_OPEN;
+	/* Without ranges there is one stream, and it rewrites everything. */
 	if (!f->remote.ranges)
-		memset(f->block_done, 0,
-		       (size_t)f->nblocks); /* one stream: it rewrites everything */
+		memset(f->block_done, 0, (size_t)f->nblocks);
 	for (uint64_t i = 0; i < f->nblocks; i++)
-		e->bytes_done += f->block_done[i]
-				     ? min_u64(MC_HASH_BLOCK, f->remote.size - i * MC_HASH_BLOCK)
-				     : 0;
+		if (f->block_done[i])
+			e->bytes_done += min_u64(MC_HASH_BLOCK, f->remote.size - i * MC_HASH_BLOCK);
 	memcpy(p->planned, f->block_done, (size_t)f->nblocks);
 
 	r->end = f->remote.ranges ? min_u64(chunk, f->remote.size) : f->remote.size;
 	r->nblocks = blocks_of(r->end);
+	x->req_end = r->end; /* what the answer holds, whatever the request asked */
 	for (uint64_t i = 0; i < r->nblocks; i++) {
 		if (f->block_done[i]) {
-			/* A resume already holds part of what the probe brings: plan from the map.
-			 */
+			/* A resume holds part of what the probe brings: plan from the map. */
 			x->cancel = true;
 			return 0;
 		}
@@ -529,7 +577,11 @@ static int check_probe(struct engine *e, struct xfer *x, long code)
 	return 0;
 }
 
-/* Validates the response of @x at its first body byte (or its end, for an empty body). */
+/*
+ * Validates the response of @x at its first body byte (or its end, for an empty body). A wrong
+ * answer is recorded with xfer_error() and classified: a busy origin or a garbled range may do
+ * better on another try; a refusal, an encoded body or a changed object will not.
+ */
 static int check_response(struct engine *e, struct xfer *x)
 {
 	struct range *r = x->r;
@@ -540,30 +592,41 @@ static int check_response(struct engine *e, struct xfer *x)
 
 	x->checked = true;
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (code == 412)
+		return xfer_error(x, MC_E_CHANGED, false,
+				  "'%s' changed on the origin during the download", f->label);
+	/* Statuses before encodings: an error page may well be compressed. */
+	if (code != 200 && code != 206 && !(r->probe && code == 416))
+		return xfer_error(x, MC_E_ORIGIN, status_transient(code), "HTTP %ld from '%s'",
+				  code, f->label);
 	if (x->encoding[0] && strcasecmp(x->encoding, "identity"))
-		return fail(e, MC_E_ORIGIN,
-			    "origin sent '%s' encoded (%s); mcache needs the stored bytes",
-			    f->label, x->encoding);
-	if (x->probe) {
+		return xfer_error(x, MC_E_ORIGIN, false,
+				  "origin sent '%s' encoded (%s); mcache needs the stored bytes",
+				  f->label, x->encoding);
+	if (r->probe) {
 		ret = check_probe(e, x, code);
 		if (ret < 0 || x->cancel)
 			return ret;
 	} else {
-		if (code == 412 || code == 200)
-			return fail(e, MC_E_CHANGED,
-				    "'%s' changed on the origin during the download", f->label);
+		bool same = (!f->remote.etag[0] || !strcmp(f->remote.etag, x->etag)) &&
+			    (!f->remote.last_modified[0] || !x->last_modified[0] ||
+			     !strcmp(f->remote.last_modified, x->last_modified));
+
+		if (!same)
+			return xfer_error(x, MC_E_CHANGED, false,
+					  "'%s' changed on the origin during the download",
+					  f->label);
 		if (code != 206)
-			return fail(e, MC_E_ORIGIN, "HTTP %ld from '%s'", code, f->label);
+			/* The same object, but the origin ignored the Range: it may not next time.
+			 */
+			return xfer_error(x, MC_E_ORIGIN, true,
+					  "origin answered a range of '%s' with HTTP %ld", f->label,
+					  code);
 		if (parse_content_range(x->content_range, &a, &b, &total) || a != r->start ||
 		    b != r->end - 1 || total != f->remote.size)
-			return fail(e, MC_E_ORIGIN,
-				    "origin sent a bad Content-Range for '%s': '%s'", f->label,
-				    x->content_range);
-		if ((f->remote.etag[0] && strcmp(f->remote.etag, x->etag)) ||
-		    (f->remote.last_modified[0] && x->last_modified[0] &&
-		     strcmp(f->remote.last_modified, x->last_modified)))
-			return fail(e, MC_E_CHANGED,
-				    "'%s' changed on the origin during the download", f->label);
+			return xfer_error(x, MC_E_ORIGIN, true,
+					  "origin sent a bad Content-Range for '%s': '%s'",
+					  f->label, x->content_range);
 	}
 	x->pos = r->start;
 	x->block = r->first_block;
@@ -606,15 +669,23 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 	size_t n = size * nmemb, room;
 	struct range *r = x->r;
 
-	if (e->failed || x->cancel)
+	if (e->failed || x->cancel || x->stop)
 		return 0;
 	if (!x->checked && (check_response(e, x) < 0 || x->cancel))
 		return 0;
 	if (x->discard)
 		return n;
-	if (n > r->end - x->pos) {
-		fail(e, MC_E_ORIGIN, "origin sent more bytes than asked for '%s'", r->f->label);
+	if (n > x->req_end - x->pos) {
+		xfer_error(x, MC_E_ORIGIN, true, "origin sent more bytes than asked for '%s'",
+			   r->f->label);
 		return 0;
+	}
+	if (n > r->end - x->pos) {
+		/* The range was split while in flight: keep its part, drop the rest, and stop. */
+		n = (size_t)(r->end - x->pos);
+		x->stop = true;
+		if (!n)
+			return 0;
 	}
 	room = x->buf ? BUF_SIZE - x->buf->req.len : 0;
 	if (n > room && !bufs_available(e, (unsigned)((n - room + BUF_SIZE - 1) / BUF_SIZE))) {
@@ -644,7 +715,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 	}
 	r->f->bytes_fetched += n;
 	e->bytes_done += n;
-	return n;
+	return x->stop ? size * nmemb : n;
 }
 
 /* ---- Scheduling ---- */
@@ -688,41 +759,63 @@ static int xfer_setup(struct engine *e, struct xfer *x)
 	return 0;
 }
 
-static int xfer_start(struct engine *e, struct xfer *x, struct range *r, bool probe)
+static int xfer_start(struct engine *e, struct xfer *x, struct range *r)
 {
 	struct mc_fetch_file *f = r->f;
 	char hdr[320], rng[64];
 	CURLMcode mc;
 
 	x->r = r;
-	x->probe = probe;
-	x->checked = x->accepted = x->cancel = x->discard = x->paused = false;
+	x->checked = x->accepted = x->cancel = x->discard = x->paused = x->stop = false;
 	x->pos = r->start;
+	x->req_end = r->end;
 	x->block = r->first_block;
 	x->errbuf[0] = '\0';
+	x->err_code = 0;
+	x->err_transient = false;
+	x->err_msg[0] = '\0';
 	curl_slist_free_all(x->hdrs);
 	x->hdrs = NULL;
 	/* Pin every range after the probe to the version the probe saw. */
-	if (!probe && f->remote.etag[0] && strncmp(f->remote.etag, "W/", 2)) {
+	if (!r->probe && f->remote.etag[0] && strncmp(f->remote.etag, "W/", 2)) {
 		snprintf(hdr, sizeof(hdr), "If-Match: %s", f->remote.etag);
 		x->hdrs = curl_slist_append(NULL, hdr);
-	} else if (!probe && f->remote.last_modified[0]) {
+	} else if (!r->probe && f->remote.last_modified[0]) {
 		snprintf(hdr, sizeof(hdr), "If-Range: %s", f->remote.last_modified);
 		x->hdrs = curl_slist_append(NULL, hdr);
 	}
-	if (!probe && (f->remote.etag[0] || f->remote.last_modified[0]) && !x->hdrs)
+	if (!r->probe && (f->remote.etag[0] || f->remote.last_modified[0]) && !x->hdrs)
 		return fail(e, -ENOMEM, "cannot allocate request headers");
 	snprintf(rng, sizeof(rng), "%" PRIu64 "-%" PRIu64, r->start, r->end - 1);
 	curl_easy_setopt(x->easy, CURLOPT_URL, f->url);
 	curl_easy_setopt(x->easy, CURLOPT_RANGE, rng);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
+	/* A retry goes over a new connection: the old one may be what was broken. */
+	curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, r->attempt ? 1L : 0L);
 	if (f->max_size)
 		curl_easy_setopt(x->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max_size);
 	mc = curl_multi_add_handle(e->multi, x->easy);
 	if (mc != CURLM_OK)
 		return fail(e, MC_E_ORIGIN, "cannot start a transfer: %s", curl_multi_strerror(mc));
-	f->priv->ranges++;
 	return 0;
+}
+
+static struct range *range_new(struct engine *e, struct mc_fetch_file *f, uint64_t first,
+			       uint64_t count)
+{
+	struct range *r = mc_calloc(1, sizeof(*r));
+
+	if (!r) {
+		fail(e, -ENOMEM, "cannot allocate a range");
+		return NULL;
+	}
+	r->f = f;
+	r->first_block = first;
+	r->nblocks = count;
+	r->start = first * MC_HASH_BLOCK;
+	r->end = min_u64((first + count) * MC_HASH_BLOCK, f->remote.size);
+	f->priv->ranges++;
+	return r;
 }
 
 /* The next range of an open file: a run of unplanned blocks, at most one chunk long. */
@@ -730,7 +823,6 @@ static struct range *next_range(struct engine *e, struct mc_fetch_priv *p)
 {
 	struct mc_fetch_file *f = p->f;
 	uint64_t cb = e->o.chunk_size / MC_HASH_BLOCK, first, last;
-	struct range *r;
 
 	while (p->cursor < f->nblocks && p->planned[p->cursor])
 		p->cursor++;
@@ -740,62 +832,107 @@ static struct range *next_range(struct engine *e, struct mc_fetch_priv *p)
 	for (last = first; last < f->nblocks && last - first < cb && !p->planned[last]; last++)
 		p->planned[last] = 1;
 	p->cursor = last;
-	r = mc_calloc(1, sizeof(*r));
-	if (!r) {
-		fail(e, -ENOMEM, "cannot allocate a range");
-		return NULL;
+	return range_new(e, f, first, last - first);
+}
+
+/* A retry whose wait is over, taken off the queue; NULL when none is due. */
+static struct range *next_retry(struct engine *e, uint64_t now)
+{
+	for (struct range **pp = &e->retry; *pp; pp = &(*pp)->next) {
+		struct range *r = *pp;
+
+		if (r->not_before_ms <= now) {
+			*pp = r->next;
+			r->next = NULL;
+			return r;
+		}
 	}
-	r->f = f;
-	r->first_block = first;
-	r->nblocks = last - first;
-	r->start = first * MC_HASH_BLOCK;
-	r->end = min_u64(last * MC_HASH_BLOCK, f->remote.size);
+	return NULL;
+}
+
+/*
+ * Work stealing for the tail: when nothing else is left to start, the in-flight range with the
+ * most blocks still to come gives away its second half, so a slow or stuck connection does not
+ * hold the last chunks alone. The donor stops at its new end (its connection is then closed).
+ */
+static struct range *steal(struct engine *e)
+{
+	struct xfer *best = NULL;
+	uint64_t best_left = 1, mid, end_block;
+	struct range *r;
+
+	for (unsigned i = 0; i < e->nx; i++) {
+		struct xfer *x = &e->x[i];
+		uint64_t left;
+
+		if (!x->r || !x->accepted || x->stop || !x->r->f->remote.ranges)
+			continue;
+		/* Blocks after the one being received now. */
+		left = x->r->first_block + x->r->nblocks - (x->block + 1);
+		if (x->block + 1 > x->r->first_block + x->r->nblocks)
+			left = 0;
+		if (left > best_left) {
+			best_left = left;
+			best = x;
+		}
+	}
+	if (!best)
+		return NULL;
+	end_block = best->r->first_block + best->r->nblocks;
+	mid = end_block - best_left / 2;
+	r = range_new(e, best->r->f, mid, end_block - mid);
+	if (!r)
+		return NULL;
+	best->r->nblocks = mid - best->r->first_block;
+	best->r->end = mid * MC_HASH_BLOCK;
 	return r;
 }
 
 static void schedule(struct engine *e)
 {
+	uint64_t now = mc_now_ms();
+
+	while (e->first_open < e->next_probe &&
+	       (e->fs[e->first_open].state == F_DONE || e->fs[e->first_open].state == F_SKIPPED))
+		e->first_open++;
 	for (unsigned i = 0; i < e->nx && !e->failed && !interrupted; i++) {
 		struct xfer *x = &e->x[i];
-		struct range *r = NULL;
-		bool probe = false;
+		struct range *r;
 
 		if (x->r)
 			continue;
-		/* Ranges of open files first, oldest file first, so files finish in order. */
-		while (e->first_open < e->next_probe && (e->fs[e->first_open].state == F_DONE ||
-							 e->fs[e->first_open].state == F_SKIPPED))
-			e->first_open++;
+		/* Retries first, then ranges of open files (oldest first, so files finish in
+		 * order), then the next file's probe, then a share of the slowest tail. */
+		r = next_retry(e, now);
 		for (size_t k = e->first_open; k < e->next_probe && !r && !e->failed; k++) {
 			struct mc_fetch_priv *p = &e->fs[k];
 
 			if (p->state == F_OPEN && !file_fully_planned(p))
 				r = next_range(e, p);
 		}
-		if (e->failed)
-			return;
-		if (!r && e->next_probe < e->nfiles) {
+		if (!r && !e->failed && e->next_probe < e->nfiles) {
 			struct mc_fetch_priv *p = &e->fs[e->next_probe++];
 
-			r = mc_calloc(1, sizeof(*r));
-			if (!r) {
-				fail(e, -ENOMEM, "cannot allocate a range");
-				return;
+			r = range_new(e, p->f, 0, 0);
+			if (r) {
+				r->end = e->o.chunk_size; /* until the response says the size */
+				r->probe = true;
+				p->state = F_PROBING;
 			}
-			r->f = p->f;
-			r->end = e->o.chunk_size; /* until the response says the size */
-			p->state = F_PROBING;
-			probe = true;
 		}
+		if (!r && !e->failed && !e->retry)
+			r = steal(e);
 		if (!r)
 			return;
 		if (!x->easy && xfer_setup(e, x) < 0) {
+			r->f->priv->ranges--;
 			mc_free(r);
 			fail(e, -ENOMEM, "cannot set up a transfer");
 			return;
 		}
-		if (xfer_start(e, x, r, probe) < 0) {
+		if (xfer_start(e, x, r) < 0) {
 			x->r = NULL;
+			r->f->priv->ranges--;
 			mc_free(r);
 			return;
 		}
@@ -809,26 +946,89 @@ static void schedule(struct engine *e)
  * the blocks hashed to their end are kept (their bytes are in buffers already queued or about to
  * be), so that even an aborted run reports them durable and a resume skips them.
  */
+/* libcurl results worth another try: the network or the origin hiccupped. */
+static bool curl_transient(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_GOT_NOTHING:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_AGAIN:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * How long a retry waits: what the origin asked for with Retry-After (seconds or an HTTP-date,
+ * at most MAX_RETRY_AFTER_S), else exponential backoff from RETRY_BASE_MS, capped at
+ * RETRY_CAP_MS, with jitter (half to all of it) so that many clients do not retry in step.
+ */
+static uint64_t retry_delay_ms(struct engine *e, const struct xfer *x, unsigned attempt)
+{
+	uint64_t secs, base;
+
+	if (x->retry_after[0]) {
+		time_t when;
+
+		if (!mc_parse_uint(x->retry_after, 0, UINT32_MAX, &secs))
+			return min_u64(secs, MAX_RETRY_AFTER_S) * 1000;
+		when = curl_getdate(x->retry_after, NULL);
+		if (when > 0) {
+			time_t now = time(NULL);
+
+			return when > now
+				   ? min_u64((uint64_t)(when - now), MAX_RETRY_AFTER_S) * 1000
+				   : 0;
+		}
+	}
+	base = min_u64(RETRY_BASE_MS << min_u64(attempt, 16), RETRY_CAP_MS);
+	e->rng ^= e->rng << 13;
+	e->rng ^= e->rng >> 7;
+	e->rng ^= e->rng << 17;
+	return base / 2 + e->rng % (base / 2 + 1);
+}
+
+/*
+ * Ends the range of @x after its transfer stopped. A whole range completes. Otherwise only the
+ * blocks hashed to their end are kept (their bytes are in buffers already queued or about to
+ * be); the rest is tried again after a wait when the failure was transient and tries are left,
+ * else the run fails. Kept blocks are reported durable even by a failing run, so that a resume
+ * skips them.
+ */
 static void xfer_finish(struct engine *e, struct xfer *x, CURLcode rc)
 {
 	struct range *r = x->r;
 	struct mc_fetch_file *f = r->f;
+	uint64_t kept;
 
 	curl_multi_remove_handle(e->multi, x->easy);
 	if (x->paused) {
 		x->paused = false;
 		e->npaused--;
 	}
-	if (rc == CURLE_OK && !e->failed && !x->cancel) {
-		if (!x->checked)
-			check_response(e, x); /* an empty body: the headers were all there was */
-		if (!e->failed && !x->cancel && !x->discard && x->pos != r->end)
-			fail(e, MC_E_ORIGIN,
-			     "origin closed '%s' early: got %" PRIu64 " of %" PRIu64 " bytes",
-			     f->label, x->pos - r->start, r->end - r->start);
-	} else if (!e->failed && !x->cancel) {
-		fail(e, MC_E_ORIGIN, "cannot fetch '%s': %s", f->label,
-		     x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+	if (!e->failed && !x->cancel && !x->err_code) {
+		if (rc == CURLE_OK || x->stop) {
+			if (!x->checked)
+				check_response(e, x); /* an empty body: the headers were all */
+			if (!x->err_code && !x->cancel && !x->discard && x->pos != r->end)
+				xfer_error(x, MC_E_ORIGIN, true,
+					   "origin closed '%s' early: got %" PRIu64 " of %" PRIu64
+					   " bytes",
+					   f->label, x->pos - r->start, r->end - r->start);
+		} else {
+			xfer_error(x, MC_E_ORIGIN, curl_transient(rc), "cannot fetch '%s': %s",
+				   f->label, x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+		}
 	}
 	x->r = NULL;
 	if (x->cancel) {
@@ -841,8 +1041,40 @@ static void xfer_finish(struct engine *e, struct xfer *x, CURLcode rc)
 		mc_free(r);
 		return;
 	}
-	if (e->failed)
-		r->nblocks = x->accepted ? x->block - r->first_block : 0;
+	kept = x->accepted ? x->block - r->first_block : 0;
+	if (x->err_code && !e->failed) {
+		/* Without ranges a stream cannot go on from where it broke, once accepted. */
+		bool retry = x->err_transient && r->attempt < e->o.retries &&
+			     (!x->accepted || f->remote.ranges);
+
+		if (!retry) {
+			if (r->attempt)
+				fail(e, x->err_code, "%s (after %u tries)", x->err_msg,
+				     r->attempt + 1);
+			else
+				fail(e, x->err_code, "%s", x->err_msg);
+		} else if (!x->accepted) {
+			/* Nothing came of it: the same range (or probe) goes back in the queue. */
+			r->attempt++;
+			r->not_before_ms = mc_now_ms() + retry_delay_ms(e, x, r->attempt);
+			r->next = e->retry;
+			e->retry = r;
+			return;
+		} else if (kept < r->nblocks) {
+			struct range *rest =
+			    range_new(e, f, r->first_block + kept, r->nblocks - kept);
+
+			if (rest) {
+				rest->attempt = r->attempt + 1;
+				rest->not_before_ms =
+				    mc_now_ms() + retry_delay_ms(e, x, rest->attempt);
+				rest->next = e->retry;
+				e->retry = rest;
+			}
+		}
+	}
+	if (x->err_code || e->failed)
+		r->nblocks = kept;
 	buf_flush(e, x);
 	r->body_done = true;
 	range_maybe_complete(e, r);
@@ -941,7 +1173,7 @@ static int resolve_opts(struct mc_fetch_opts *o, struct mc_err *err)
 	if (!o->connect_timeout_s)
 		o->connect_timeout_s = 30;
 	if (!o->stall_timeout_s)
-		o->stall_timeout_s = 30;
+		o->stall_timeout_s = MC_DEFAULT_STALL_S;
 	if (!o->ca_file)
 		o->ca_file = getenv("SSL_CERT_FILE");
 	if (o->ca_file && !*o->ca_file)
@@ -966,6 +1198,11 @@ static void engine_release(struct engine *e)
 		mc_free(b);
 	}
 	mc_writer_free(e->w);
+	while (e->retry) {
+		struct range *r = e->retry;
+		e->retry = r->next;
+		mc_free(r);
+	}
 	for (size_t k = 0; e->fs && k < e->nfiles; k++) {
 		struct mc_fetch_file *f = e->fs[k].f;
 
@@ -1010,6 +1247,7 @@ int mc_fetch_run(const struct mc_fetch_opts *opts, struct mc_fetch_file *const *
 	}
 	for (unsigned i = 0; i < e.nx; i++)
 		e.x[i].e = &e;
+	e.rng = (mc_now_ms() << 20) ^ (uint64_t)getpid() ^ 0x9e3779b97f4a7c15u;
 	ret = mc_writer_new(&e.w, e.o.writer, e.max_bufs + e.nx + 16, err);
 	if (ret < 0)
 		goto out;
@@ -1043,6 +1281,14 @@ int mc_fetch_run(const struct mc_fetch_opts *opts, struct mc_fetch_file *const *
 			break;
 		/* The pwrite backend completes at once: no need to sleep for it. */
 		timeout = mc_writer_inflight(e.w) && mc_writer_eventfd(e.w) < 0 ? 0 : 100;
+		for (struct range *r = e.retry; r && timeout; r = r->next) {
+			uint64_t now = mc_now_ms();
+
+			if (r->not_before_ms <= now)
+				timeout = 0;
+			else if (r->not_before_ms - now < (uint64_t)timeout)
+				timeout = (int)(r->not_before_ms - now);
+		}
 		curl_multi_poll(e.multi, wfd.fd >= 0 ? &wfd : NULL, wfd.fd >= 0 ? 1 : 0, timeout,
 				NULL);
 	}
@@ -1068,6 +1314,7 @@ void mc_fetch_opts_init(struct mc_fetch_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->connections = MC_DEFAULT_CONNECTIONS;
 	o->chunk_size = MC_DEFAULT_CHUNK_SIZE;
+	o->retries = MC_DEFAULT_RETRIES;
 	if (w && *w && mc_writer_kind_parse(w, &o->writer) < 0)
 		o->writer = MC_WRITER_AUTO;
 }

@@ -33,6 +33,8 @@
 #define MC_DEFAULT_CONNECTIONS 16
 #define MC_DEFAULT_CHUNK_SIZE  (16u << 20)
 #define MC_MAX_CONNECTIONS     256
+#define MC_DEFAULT_RETRIES     5
+#define MC_DEFAULT_STALL_S     5
 
 enum mc_writer_kind {
 	MC_WRITER_AUTO = 0, /* io_uring if io_uring_queue_init() works, else pwrite */
@@ -53,7 +55,18 @@ struct mc_fetch_opts {
 	const char *ca_file;  /* PEM bundle; NULL → SSL_CERT_FILE, else libcurl's default */
 	enum mc_writer_kind writer;
 	unsigned connect_timeout_s; /* 0 → 30 */
-	unsigned stall_timeout_s;   /* abort a transfer with no bytes for this long; 0 → 30 */
+	/*
+	 * A transfer with no byte for this long is aborted and retried; 0 → MC_DEFAULT_STALL_S.
+	 * A transfer paused for want of a buffer is not stalled.
+	 */
+	unsigned stall_timeout_s;
+	/*
+	 * Further tries of a range after a transient failure (5xx, 408, 429, resets, timeouts,
+	 * short bodies, garbled ranges), each on a new connection after a backoff with jitter, or
+	 * after the origin's Retry-After (at most 120 s). 0: no retry. mc_fetch_opts_init() sets
+	 * MC_DEFAULT_RETRIES.
+	 */
+	unsigned retries;
 	/* Called at most a few times per second from the transfer loop; may be NULL. */
 	void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total);
 	void *progress_ctx;
