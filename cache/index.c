@@ -325,7 +325,7 @@ static int exec_sql(struct mc_cache *c, const char *sql, const char *what, struc
 /* Brings the schema to MC_INDEX_VERSION inside one write transaction. */
 static int migrate(struct mc_cache *c, struct mc_err *err)
 {
-	struct header h;
+	struct header h = {0};
 	char sql[96];
 	int rc, ret;
 
@@ -364,7 +364,7 @@ out:
 
 int mc_index_open(struct mc_cache *c, struct mc_err *err)
 {
-	struct header h;
+	struct header h = {0};
 	int64_t ignored;
 	int rc, ret;
 

@@ -185,7 +185,7 @@ int mc_store_open_parent(int dirfd, const char *path, const char **leaf)
 /* Opens the directory at the relative path @path beneath @dirfd. */
 static int open_path_dir(int dirfd, const char *path)
 {
-	const char *leaf;
+	const char *leaf = NULL;
 	int parent, fd;
 
 	parent = mc_store_open_parent(dirfd, path, &leaf);
@@ -331,7 +331,7 @@ static int tree_fill(struct mc_cache *c, int vfd, const char *where, const struc
 		     size_t n, struct made_dirs *made, struct mc_err *err)
 {
 	char rel[MC_BLOB_REL_MAX];
-	const char *leaf;
+	const char *leaf = NULL;
 	int parent, dfd, ret = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -418,7 +418,7 @@ out:
 /* Removes the entry @path beneath @vfd (a link, or an empty directory with @flags). */
 static void remove_beneath(int vfd, const char *path, int flags)
 {
-	const char *leaf;
+	const char *leaf = NULL;
 	int parent = mc_store_open_parent(vfd, path, &leaf);
 
 	if (parent >= 0) {
@@ -470,7 +470,7 @@ bool mc_store_tree_is_intact(struct mc_cache *c, const char *name, int64_t versi
 {
 	char target[200], link[200], vname[24], rel[MC_BLOB_REL_MAX];
 	struct stat tst, bst;
-	const char *leaf;
+	const char *leaf = NULL;
 	bool ok = false;
 	ssize_t len;
 	int mfd, vfd, parent;

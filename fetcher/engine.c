@@ -45,6 +45,8 @@
 #define BUF_SIZE	     (256u << 10)
 #define SYNC_INTERVAL_MS     250
 #define PROGRESS_INTERVAL_MS 200
+#define STEAL_MIN_AGE_MS     500
+#define STEAL_MIN_LEFT_MS    1000
 #define RETRY_BASE_MS	     250
 #define RETRY_CAP_MS	     10000
 #define MAX_RETRY_AFTER_S    120
@@ -86,10 +88,11 @@ struct xfer {
 	bool cancel;	 /* aborted on purpose (skip, or overlap with held blocks) */
 	bool discard;	 /* the body is not the object (an empty file's 416) */
 	bool paused;
-	bool stop;	  /* the range was shortened (split) and is whole: end the transfer */
-	uint64_t pos;	  /* absolute offset of the next body byte */
-	uint64_t req_end; /* the end of the bytes requested (a split may shorten r->end) */
-	uint64_t block;	  /* the block being hashed */
+	bool stop;	      /* the range was shortened (split) and is whole: end the transfer */
+	uint64_t pos;	      /* absolute offset of the next body byte */
+	uint64_t req_end;     /* the end of the bytes requested (a split may shorten r->end) */
+	uint64_t accepted_ms; /* when the response was accepted, for the transfer's rate */
+	uint64_t block;	      /* the block being hashed */
 	XXH3_state_t *hs;
 	struct buf *buf; /* being filled */
 	struct curl_slist *hdrs;
@@ -190,6 +193,11 @@ static int xfer_error(struct xfer *x, int code, bool transient, const char *fmt,
 	vsnprintf(x->err_msg, sizeof(x->err_msg), fmt, ap);
 	va_end(ap);
 	return -1;
+}
+
+static bool has_validator(const struct mc_remote_info *ri)
+{
+	return ri->etag[0] || ri->last_modified[0];
 }
 
 /* Statuses worth another try: the origin is busy or briefly broken, not saying no. */
@@ -500,7 +508,12 @@ static int check_probe(struct engine *e, struct xfer *x, long code)
 	uint64_t a, b, total, chunk = e->o.chunk_size;
 	int ret;
 
-	if (code == 206) {
+	if (code == 304) {
+		/* Unchanged since the caller's copy: no body, and the caller decides. */
+		f->remote = f->known;
+		f->not_modified = true;
+		x->discard = true;
+	} else if (code == 206) {
 		if (parse_content_range(x->content_range, &a, &b, &total) || total == UINT64_MAX ||
 		    a != 0 || b != min_u64(chunk, total) - 1)
 			return xfer_error(x, MC_E_ORIGIN, true,
@@ -533,8 +546,11 @@ static int check_probe(struct engine *e, struct xfer *x, long code)
 	    strlen(x->last_modified) >= sizeof(x->last_modified) - 1)
 		return xfer_error(x, MC_E_ORIGIN, false,
 				  "origin sent an oversized validator header for '%s'", f->label);
-	snprintf(f->remote.etag, sizeof(f->remote.etag), "%s", x->etag);
-	snprintf(f->remote.last_modified, sizeof(f->remote.last_modified), "%s", x->last_modified);
+	if (!f->not_modified) {
+		snprintf(f->remote.etag, sizeof(f->remote.etag), "%s", x->etag);
+		snprintf(f->remote.last_modified, sizeof(f->remote.last_modified), "%s",
+			 x->last_modified);
+	}
 
 	f->nblocks = blocks_of(f->remote.size);
 	f->block_done = mc_calloc((size_t)f->nblocks, 1);
@@ -562,6 +578,11 @@ static int check_probe(struct engine *e, struct xfer *x, long code)
 			e->bytes_done += min_u64(MC_HASH_BLOCK, f->remote.size - i * MC_HASH_BLOCK);
 	memcpy(p->planned, f->block_done, (size_t)f->nblocks);
 
+	if (f->not_modified) {
+		r->end = 0; /* the probe brought nothing: plan every block not held */
+		r->nblocks = 0;
+		return 0;
+	}
 	r->end = f->remote.ranges ? min_u64(chunk, f->remote.size) : f->remote.size;
 	r->nblocks = blocks_of(r->end);
 	x->req_end = r->end; /* what the answer holds, whatever the request asked */
@@ -596,7 +617,8 @@ static int check_response(struct engine *e, struct xfer *x)
 		return xfer_error(x, MC_E_CHANGED, false,
 				  "'%s' changed on the origin during the download", f->label);
 	/* Statuses before encodings: an error page may well be compressed. */
-	if (code != 200 && code != 206 && !(r->probe && code == 416))
+	if (code != 200 && code != 206 &&
+	    !(r->probe && (code == 416 || (code == 304 && has_validator(&f->known)))))
 		return xfer_error(x, MC_E_ORIGIN, status_transient(code), "HTTP %ld from '%s'",
 				  code, f->label);
 	if (x->encoding[0] && strcasecmp(x->encoding, "identity"))
@@ -632,6 +654,7 @@ static int check_response(struct engine *e, struct xfer *x)
 	x->block = r->first_block;
 	XXH3_128bits_reset(x->hs);
 	x->accepted = true;
+	x->accepted_ms = mc_now_ms();
 	return 0;
 }
 
@@ -783,8 +806,14 @@ static int xfer_start(struct engine *e, struct xfer *x, struct range *r)
 	} else if (!r->probe && f->remote.last_modified[0]) {
 		snprintf(hdr, sizeof(hdr), "If-Range: %s", f->remote.last_modified);
 		x->hdrs = curl_slist_append(NULL, hdr);
+	} else if (r->probe && f->known.etag[0]) {
+		snprintf(hdr, sizeof(hdr), "If-None-Match: %s", f->known.etag);
+		x->hdrs = curl_slist_append(NULL, hdr);
+	} else if (r->probe && f->known.last_modified[0]) {
+		snprintf(hdr, sizeof(hdr), "If-Modified-Since: %s", f->known.last_modified);
+		x->hdrs = curl_slist_append(NULL, hdr);
 	}
-	if (!r->probe && (f->remote.etag[0] || f->remote.last_modified[0]) && !x->hdrs)
+	if (has_validator(r->probe ? &f->known : &f->remote) && !x->hdrs)
 		return fail(e, -ENOMEM, "cannot allocate request headers");
 	snprintf(rng, sizeof(rng), "%" PRIu64 "-%" PRIu64, r->start, r->end - 1);
 	curl_easy_setopt(x->easy, CURLOPT_URL, f->url);
@@ -851,26 +880,35 @@ static struct range *next_retry(struct engine *e, uint64_t now)
 }
 
 /*
- * Work stealing for the tail: when nothing else is left to start, the in-flight range with the
- * most blocks still to come gives away its second half, so a slow or stuck connection does not
- * hold the last chunks alone. The donor stops at its new end (its connection is then closed).
+ * Work stealing for the tail: when nothing else is left to start, an in-flight range that is
+ * slow (at its own rate it needs more than STEAL_MIN_LEFT_MS more, judged after STEAL_MIN_AGE_MS)
+ * gives the second half of its remaining blocks to the idle slot, so that a slow or stuck
+ * connection does not hold the last chunks alone. The donor stops at its new end; the bytes it
+ * had in flight past it are lost, which is why fast transfers are left alone.
  */
 static struct range *steal(struct engine *e)
 {
 	struct xfer *best = NULL;
-	uint64_t best_left = 1, mid, end_block;
+	uint64_t best_left = 1, mid, end_block, now = mc_now_ms();
 	struct range *r;
 
 	for (unsigned i = 0; i < e->nx; i++) {
 		struct xfer *x = &e->x[i];
-		uint64_t left;
+		uint64_t left, age, got, need_ms;
 
 		if (!x->r || !x->accepted || x->stop || !x->r->f->remote.ranges)
 			continue;
-		/* Blocks after the one being received now. */
-		left = x->r->first_block + x->r->nblocks - (x->block + 1);
-		if (x->block + 1 > x->r->first_block + x->r->nblocks)
-			left = 0;
+		age = now - x->accepted_ms;
+		if (age < STEAL_MIN_AGE_MS)
+			continue;
+		got = x->pos - x->r->start;
+		need_ms = got ? (x->r->end - x->pos) * age / got : UINT64_MAX;
+		if (need_ms < STEAL_MIN_LEFT_MS)
+			continue;
+		/* Whole blocks after the one being received now. */
+		left = x->block + 1 < x->r->first_block + x->r->nblocks
+			   ? x->r->first_block + x->r->nblocks - (x->block + 1)
+			   : 0;
 		if (left > best_left) {
 			best_left = left;
 			best = x;
@@ -1242,6 +1280,7 @@ int mc_fetch_run(const struct mc_fetch_opts *opts, struct mc_fetch_file *const *
 		files[k]->priv = &e.fs[k];
 		files[k]->fd = -1;
 		files[k]->skip = false;
+		files[k]->not_modified = false;
 		files[k]->bytes_fetched = 0;
 		files[k]->block_done = files[k]->block_digests = NULL;
 	}

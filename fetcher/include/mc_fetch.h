@@ -104,8 +104,17 @@ struct mc_fetch_file {
 	const char *label; /* (in) printable and secret-free, used in messages */
 	void *user;	   /* (in) the caller's handle */
 	uint64_t max_size; /* (in) refuse objects larger than this; 0 → no limit */
+	/*
+	 * (in) What the caller already holds of this object from an earlier run (a complete copy
+	 * or a partial download), all zero when nothing. With a validator (etag or last_modified)
+	 * the probe is conditional (If-None-Match, else If-Modified-Since): an origin answering
+	 * 304 Not Modified sends no body, and ops->open then sees not_modified set and f->remote
+	 * equal to f->known, so that checking a warm cache costs one empty response per file.
+	 */
+	struct mc_remote_info known;
 
 	struct mc_remote_info remote; /* (probe) */
+	bool not_modified;	      /* (probe) the origin answered 304 to the conditional probe */
 	uint64_t nblocks;	      /* (probe) ceil(size / MC_HASH_BLOCK), 0 for an empty file */
 	/*
 	 * (probe) nblocks bytes and nblocks * MC_DIGEST_LEN bytes, allocated and zeroed by the
