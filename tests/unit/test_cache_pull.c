@@ -1,0 +1,659 @@
+/*
+ * Unit tests of cache/pull.c and the publish protocol, driving the fetch callbacks directly as
+ * the engine would: a publish (blob, tree, symlink, index rows), dedup of identical bytes,
+ * reuse of an object already cached, a resume from recorded block spans, a changed object that
+ * is never mixed with the old one, a live download that is not stolen, a failed pull that
+ * leaves the previous version current, mc_cache_pull()'s input checks, and mc_cache_list().
+ */
+#include "test_cache.h"
+
+#include <sys/file.h>
+
+#include "mc_banned.h"
+
+#define MIB (1024u * 1024u)
+
+struct fixture {
+	char *dir;
+	struct mc_cache *c;
+};
+
+static void setup(struct fixture *fx)
+{
+	struct mc_err err;
+
+	mc_err_init(&err);
+	fx->dir = tc_mkdtemp();
+	fx->c = NULL;
+	ASSERT_EQ(mc_cache_open(&fx->c, fx->dir, &err), 0);
+}
+
+static void teardown(struct fixture *fx)
+{
+	mc_cache_close(fx->c);
+	tc_rm_rf(fx->dir);
+	free(fx->dir);
+}
+
+static void path_in(const struct fixture *fx, char *buf, size_t len, const char *rel)
+{
+	snprintf(buf, len, "%s/%s", fx->dir, rel);
+}
+
+/* Asserts that models/@name/@path holds exactly @o's bytes, read-only, linked to its blob. */
+static void expect_published(const struct fixture *fx, const char *name, const struct tc_obj *o)
+{
+	char path[1024], hex[MC_DIGEST_HEX], blob[1024];
+	struct stat st, bst;
+	uint8_t *data;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/models/%s/%s", fx->dir, name, o->path);
+	data = tc_read_file(path, &len);
+	ASSERT_UINT_EQ(len, o->size);
+	ASSERT_MEM_EQ(data, o->data, len);
+	free(data);
+	ASSERT_EQ(stat(path, &st), 0);
+	ASSERT_EQ(st.st_mode & 0777, 0444);
+	tc_digest_hex(o->data, o->size, hex);
+	snprintf(blob, sizeof(blob), "%s/blobs/%.2s/%s", fx->dir, hex, hex);
+	ASSERT_EQ(lstat(blob, &bst), 0);
+	ASSERT_UINT_EQ(bst.st_ino, st.st_ino);
+}
+
+static void test_publish(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(3 * MIB + 12345, 1), *b = tc_bytes(1000, 2);
+	const struct tc_obj o[] = {
+	    {"http://origin/m/a.bin", "a.bin", a, 3 * MIB + 12345, "\"a1\""},
+	    {"http://origin/m/empty", "empty", (const uint8_t *)"", 0, "\"e1\""},
+	    {"http://origin/m/c.bin", "sub/dir/c.bin", b, 1000, ""},
+	};
+	char path[1024], link[256], want[256];
+	int64_t v;
+	ssize_t n;
+
+	setup(&fx);
+	v = tc_pull(fx.c, "m", o, 3);
+	ASSERT_GT(v, 0);
+	for (size_t i = 0; i < 3; i++)
+		expect_published(&fx, "m", &o[i]);
+	path_in(&fx, path, sizeof(path), "models/m");
+	n = readlink(path, link, sizeof(link) - 1);
+	ASSERT_GT(n, 0);
+	link[n] = '\0';
+	snprintf(want, sizeof(want), "../trees/m/%lld", (long long)v);
+	ASSERT_STR_EQ(link, want);
+	/* Nothing left behind: no temp files, no download rows. */
+	path_in(&fx, path, sizeof(path), "tmp");
+	ASSERT_EQ(tc_count_entries(path), 0);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM downloads"), 0);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM download_spans"), 0);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM blobs"), 3);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM files"), 3);
+	ASSERT_EQ(tc_query(fx.c, "SELECT current_version FROM models WHERE name = 'm'"), v);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM versions WHERE state = 'complete'"), 1);
+	/* The index never holds a query string: sources are redacted. */
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM files WHERE source LIKE '%?%'"), 0);
+	teardown(&fx);
+	free(a);
+	free(b);
+}
+
+static void test_redacted_sources(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(5000, 3);
+	const struct tc_obj o[] = {
+	    {"https://user:pw@origin/m/a.bin?X-Amz-Signature=secret#frag", "a.bin", a, 5000,
+	     "\"a\""},
+	};
+	struct mc_pull p;
+	struct mc_err err;
+
+	setup(&fx);
+	mc_err_init(&err);
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "r", "https://origin/m/a.bin", 1, &err), 0);
+	tc_file_set(&p, 0, &o[0]);
+	ASSERT_STR_EQ(p.file[0].source, "https://origin/m/a.bin");
+	ASSERT_STR_EQ(p.file[0].f.label, "https://origin/m/a.bin");
+	tc_probe(&p.file[0].f, &o[0]);
+	tc_open(&p, &p.file[0].f);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM downloads WHERE source = "
+				 "'https://origin/m/a.bin'"),
+		  1);
+	tc_finish(&p, &p.file[0].f, &o[0]);
+	tc_unprobe(&p.file[0].f);
+	ASSERT_EQ(mc_pull_publish(&p, &err), 0);
+	mc_pull_release(&p);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM files WHERE source LIKE '%secret%' OR "
+				 "source LIKE '%pw%'"),
+		  0);
+	teardown(&fx);
+	free(a);
+}
+
+static void test_dedup(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(2 * MIB, 4);
+	const struct tc_obj one[] = {
+	    {"http://origin/x/a.bin", "a.bin", a, 2 * MIB, "\"x\""},
+	    {"http://mirror/y/same.bin", "same.bin", a, 2 * MIB, "\"y\""},
+	};
+	const struct tc_obj other[] = {
+	    {"http://elsewhere/z/copy.bin", "copy.bin", a, 2 * MIB, "\"z\""},
+	};
+	char p1[1024], p2[1024], p3[1024];
+	struct stat s1, s2, s3;
+
+	setup(&fx);
+	tc_pull(fx.c, "one", one, 2);
+	tc_pull(fx.c, "other", other, 1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM blobs"), 1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM files"), 3);
+	snprintf(p1, sizeof(p1), "%s/models/one/a.bin", fx.dir);
+	snprintf(p2, sizeof(p2), "%s/models/one/same.bin", fx.dir);
+	snprintf(p3, sizeof(p3), "%s/models/other/copy.bin", fx.dir);
+	ASSERT_EQ(stat(p1, &s1), 0);
+	ASSERT_EQ(stat(p2, &s2), 0);
+	ASSERT_EQ(stat(p3, &s3), 0);
+	ASSERT_UINT_EQ(s1.st_ino, s2.st_ino);
+	ASSERT_UINT_EQ(s1.st_ino, s3.st_ino);
+	ASSERT_UINT_EQ(s1.st_nlink, 4); /* the blob and three tree entries */
+	snprintf(p1, sizeof(p1), "%s/tmp", fx.dir);
+	ASSERT_EQ(tc_count_entries(p1), 0);
+	teardown(&fx);
+	free(a);
+}
+
+/* A re-pull of unchanged objects downloads nothing and keeps the current version. */
+static void test_reuse_and_repull(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(MIB + 1, 5), *b = tc_bytes(10, 6);
+	const struct tc_obj o[] = {
+	    {"http://origin/m/a.bin", "a.bin", a, MIB + 1, "\"a\""},
+	    {"http://origin/m/b.bin", "b.bin", b, 10, "\"b\""},
+	};
+	const struct tc_obj renamed[] = {
+	    {"http://origin/m/a.bin", "a.bin", a, MIB + 1, "\"a\""},
+	};
+	struct mc_pull p;
+	struct mc_err err;
+	int64_t v1, v2;
+
+	setup(&fx);
+	v1 = tc_pull(fx.c, "m", o, 2);
+	mc_err_init(&err);
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "m", o[0].url, 2, &err), 0);
+	for (size_t i = 0; i < 2; i++) {
+		tc_file_set(&p, i, &o[i]);
+		tc_probe(&p.file[i].f, &o[i]);
+		tc_open(&p, &p.file[i].f);
+		ASSERT_TRUE(p.file[i].f.skip);
+		ASSERT_TRUE(p.file[i].reused);
+		ASSERT_EQ(p.file[i].f.fd, -1);
+		tc_unprobe(&p.file[i].f);
+	}
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM downloads"), 0);
+	ASSERT_EQ(mc_pull_publish(&p, &err), 0);
+	ASSERT_EQ(p.version, v1);
+	mc_pull_release(&p);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM versions"), 1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT current_version FROM models"), v1);
+	/* A different set of files is a new version, built from the same blobs. */
+	v2 = tc_pull(fx.c, "m", renamed, 1);
+	ASSERT_GT(v2, v1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM blobs"), 2);
+	expect_published(&fx, "m", &renamed[0]);
+	teardown(&fx);
+	free(a);
+	free(b);
+}
+
+/* A blob damaged on disk is not reused: the object is downloaded and published again. */
+static void test_no_reuse_of_damaged_blob(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(5000, 8);
+	const struct tc_obj o[] = {{"http://origin/m/a.bin", "a.bin", a, 5000, "\"a\""}};
+	char hex[MC_DIGEST_HEX], blob[1024];
+	struct mc_pull p;
+	struct mc_err err;
+
+	setup(&fx);
+	tc_pull(fx.c, "m", o, 1);
+	tc_digest_hex(a, 5000, hex);
+	snprintf(blob, sizeof(blob), "%s/blobs/%.2s/%s", fx.dir, hex, hex);
+	tc_truncate(blob, 100);
+	mc_err_init(&err);
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "m", o[0].url, 1, &err), 0);
+	tc_file_set(&p, 0, &o[0]);
+	tc_probe(&p.file[0].f, &o[0]);
+	tc_open(&p, &p.file[0].f);
+	ASSERT_FALSE(p.file[0].f.skip);
+	ASSERT_GE(p.file[0].f.fd, 0);
+	tc_finish(&p, &p.file[0].f, &o[0]);
+	ASSERT_FALSE(p.file[0].reused); /* the damaged file was replaced, not deduplicated */
+	tc_unprobe(&p.file[0].f);
+	ASSERT_EQ(mc_pull_publish(&p, &err), 0);
+	mc_pull_release(&p);
+	expect_published(&fx, "m", &o[0]);
+	teardown(&fx);
+	free(a);
+}
+
+static void test_resume(void)
+{
+	struct fixture fx;
+	uint64_t size = 5 * MIB + 77;
+	uint8_t *a = tc_bytes(size, 9), saved[3][MC_DIGEST_LEN];
+	const struct tc_obj o = {"http://origin/m/big.bin", "big.bin", a, size, "\"big\""};
+	struct mc_fetch_file *f;
+	struct mc_pull p;
+	struct mc_err err;
+	char tmp[1024];
+	int64_t id;
+
+	setup(&fx);
+	mc_err_init(&err);
+	/* First run: blocks 0, 1 and 4 arrive, then the process dies. */
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "m", o.url, 1, &err), 0);
+	tc_file_set(&p, 0, &o);
+	f = &p.file[0].f;
+	tc_probe(f, &o);
+	tc_open(&p, f);
+	ASSERT_GE(f->fd, 0);
+	ASSERT_FALSE(p.file[0].resumed);
+	id = p.file[0].download_id;
+	tc_write(&p, f, &o, 0, 2);
+	tc_write(&p, f, &o, 4, 1);
+	memcpy(saved[0], f->block_digests, MC_DIGEST_LEN);
+	memcpy(saved[1], f->block_digests + MC_DIGEST_LEN, MC_DIGEST_LEN);
+	memcpy(saved[2], f->block_digests + 4 * MC_DIGEST_LEN, MC_DIGEST_LEN);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM download_spans"), 2);
+	ASSERT_EQ(tc_query(fx.c, "SELECT sum(nblocks) FROM download_spans"), 3);
+	tc_unprobe(f);
+	mc_pull_fail(&p);
+	mc_pull_release(&p);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%lld.part", fx.dir, (long long)id);
+	ASSERT_EQ(access(tmp, F_OK), 0);
+
+	/* Second run: the same object; only blocks 2, 3 and 5 are missing. */
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "m", o.url, 1, &err), 0);
+	tc_file_set(&p, 0, &o);
+	f = &p.file[0].f;
+	tc_probe(f, &o);
+	tc_open(&p, f);
+	ASSERT_TRUE(p.file[0].resumed);
+	ASSERT_EQ(p.file[0].download_id, id);
+	ASSERT_UINT_EQ(f->nblocks, 6);
+	ASSERT_EQ(f->block_done[0], 1);
+	ASSERT_EQ(f->block_done[1], 1);
+	ASSERT_EQ(f->block_done[2], 0);
+	ASSERT_EQ(f->block_done[3], 0);
+	ASSERT_EQ(f->block_done[4], 1);
+	ASSERT_EQ(f->block_done[5], 0);
+	ASSERT_MEM_EQ(f->block_digests, saved[0], MC_DIGEST_LEN);
+	ASSERT_MEM_EQ(f->block_digests + MC_DIGEST_LEN, saved[1], MC_DIGEST_LEN);
+	ASSERT_MEM_EQ(f->block_digests + 4 * MC_DIGEST_LEN, saved[2], MC_DIGEST_LEN);
+	tc_finish(&p, f, &o);
+	tc_unprobe(f);
+	ASSERT_EQ(mc_pull_publish(&p, &err), 0);
+	mc_pull_release(&p);
+	expect_published(&fx, "m", &o);
+	ASSERT_EQ(access(tmp, F_OK), -1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM downloads"), 0);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM download_spans"), 0);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM versions WHERE state = 'failed'"), 1);
+	teardown(&fx);
+	free(a);
+}
+
+/* An object that changed between runs starts over: old blocks are never mixed in. */
+static void test_changed_object_starts_over(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(3 * MIB, 10), *b = tc_bytes(3 * MIB, 11);
+	const struct tc_obj v1 = {"http://origin/m/w.bin", "w.bin", a, 3 * MIB, "\"v1\""};
+	const struct tc_obj v2 = {"http://origin/m/w.bin", "w.bin", b, 3 * MIB, "\"v2\""};
+	struct mc_fetch_file *f;
+	struct mc_pull p;
+	struct mc_err err;
+	char tmp[1024];
+	int64_t id;
+
+	setup(&fx);
+	mc_err_init(&err);
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "m", v1.url, 1, &err), 0);
+	tc_file_set(&p, 0, &v1);
+	f = &p.file[0].f;
+	tc_probe(f, &v1);
+	tc_open(&p, f);
+	id = p.file[0].download_id;
+	tc_write(&p, f, &v1, 0, 2);
+	tc_unprobe(f);
+	mc_pull_fail(&p);
+	mc_pull_release(&p);
+
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "m", v2.url, 1, &err), 0);
+	tc_file_set(&p, 0, &v2);
+	f = &p.file[0].f;
+	tc_probe(f, &v2);
+	tc_open(&p, f);
+	ASSERT_FALSE(p.file[0].resumed);
+	ASSERT_GT(p.file[0].download_id, id);
+	for (uint64_t i = 0; i < f->nblocks; i++)
+		ASSERT_EQ(f->block_done[i], 0);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%lld.part", fx.dir, (long long)id);
+	ASSERT_EQ(access(tmp, F_OK), -1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM downloads"), 1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM download_spans"), 0);
+	tc_finish(&p, f, &v2);
+	tc_unprobe(f);
+	ASSERT_EQ(mc_pull_publish(&p, &err), 0);
+	mc_pull_release(&p);
+	expect_published(&fx, "m", &v2);
+	teardown(&fx);
+	free(a);
+	free(b);
+}
+
+/* Without ETag or Last-Modified there is nothing to tell two versions apart: no resume. */
+static void test_no_validator_no_resume(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(2 * MIB, 12);
+	const struct tc_obj o = {"http://origin/m/n.bin", "n.bin", a, 2 * MIB, ""};
+	struct mc_fetch_file *f;
+	struct mc_pull p;
+	struct mc_err err;
+
+	setup(&fx);
+	mc_err_init(&err);
+	for (int run = 0; run < 2; run++) {
+		ASSERT_EQ(mc_pull_begin(&p, fx.c, "m", o.url, 1, &err), 0);
+		tc_file_set(&p, 0, &o);
+		f = &p.file[0].f;
+		tc_probe(f, &o);
+		f->remote.last_modified[0] = '\0';
+		tc_open(&p, f);
+		ASSERT_FALSE(p.file[0].resumed);
+		ASSERT_EQ(f->block_done[0], 0);
+		tc_write(&p, f, &o, 0, 1);
+		tc_unprobe(f);
+		mc_pull_fail(&p);
+		mc_pull_release(&p);
+	}
+	teardown(&fx);
+	free(a);
+}
+
+/* A temp file locked by a live writer is not taken over. */
+static void test_live_download_not_stolen(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(MIB, 13);
+	const struct tc_obj o = {"http://origin/m/l.bin", "l.bin", a, MIB, "\"l\""};
+	struct mc_pull p1, p2;
+	struct mc_err err;
+
+	setup(&fx);
+	mc_err_init(&err);
+	ASSERT_EQ(mc_pull_begin(&p1, fx.c, "m", o.url, 1, &err), 0);
+	tc_file_set(&p1, 0, &o);
+	tc_probe(&p1.file[0].f, &o);
+	tc_open(&p1, &p1.file[0].f);
+
+	ASSERT_EQ(mc_pull_begin(&p2, fx.c, "m", o.url, 1, &err), 0);
+	tc_file_set(&p2, 0, &o);
+	tc_probe(&p2.file[0].f, &o);
+	ASSERT_EQ(mc_pull_ops.open(&p2, &p2.file[0].f, &err), -EBUSY);
+	ASSERT_STR_EQ(err.msg,
+		      "cannot download 'http://origin/m/l.bin': another process is downloading it");
+	ASSERT_EQ(p2.file[0].f.fd, -1);
+	tc_unprobe(&p2.file[0].f);
+	mc_pull_fail(&p2);
+	mc_pull_release(&p2);
+
+	/* The first writer is unharmed and finishes. */
+	tc_finish(&p1, &p1.file[0].f, &o);
+	tc_unprobe(&p1.file[0].f);
+	mc_err_init(&err);
+	ASSERT_EQ(mc_pull_publish(&p1, &err), 0);
+	mc_pull_release(&p1);
+	expect_published(&fx, "m", &o);
+	teardown(&fx);
+	free(a);
+}
+
+/* A pull that fails publishes nothing and leaves the current version as it was. */
+static void test_failed_pull_keeps_current(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(MIB, 14), *b = tc_bytes(MIB, 15);
+	const struct tc_obj v1 = {"http://origin/m/f.bin", "f.bin", a, MIB, "\"1\""};
+	const struct tc_obj v2 = {"http://origin/m/f.bin", "f.bin", b, MIB, "\"2\""};
+	char path[1024], link[256], want[256];
+	struct mc_pull p;
+	struct mc_err err;
+	int64_t v;
+	ssize_t n;
+
+	setup(&fx);
+	v = tc_pull(fx.c, "m", &v1, 1);
+	mc_err_init(&err);
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "m", v2.url, 1, &err), 0);
+	tc_file_set(&p, 0, &v2);
+	tc_probe(&p.file[0].f, &v2);
+	tc_open(&p, &p.file[0].f);
+	tc_write(&p, &p.file[0].f, &v2, 0, 1);
+	/* The origin sent too little: done must refuse a short file. */
+	ASSERT_EQ(ftruncate(p.file[0].f.fd, 1000), 0);
+	mc_digest_combine(p.file[0].f.block_digests, 1, MIB, p.file[0].f.digest);
+	ASSERT_EQ(mc_pull_ops.done(&p, &p.file[0].f, &err), MC_E_INTEGRITY);
+	ASSERT_STR_EQ(err.msg, "'http://origin/m/f.bin' has 1000 bytes, expected 1048576");
+	tc_unprobe(&p.file[0].f);
+	mc_pull_fail(&p);
+	mc_pull_release(&p);
+
+	snprintf(path, sizeof(path), "%s/models/m", fx.dir);
+	n = readlink(path, link, sizeof(link) - 1);
+	ASSERT_GT(n, 0);
+	link[n] = '\0';
+	snprintf(want, sizeof(want), "../trees/m/%lld", (long long)v);
+	ASSERT_STR_EQ(link, want);
+	expect_published(&fx, "m", &v1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT current_version FROM models"), v);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM versions WHERE state = 'failed'"), 1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM downloads"), 1);
+	teardown(&fx);
+	free(a);
+	free(b);
+}
+
+/* mc_cache_pull() refuses bad requests before touching the network or the index. */
+static void test_pull_checks(void)
+{
+	struct fixture fx;
+	struct mc_pull_opts o;
+	struct mc_pull_result res;
+	struct mc_err err;
+	const char *dup[] = {"http://a/x/model.bin", "http://b/y/model.bin?sig=1"};
+	const char *bad[] = {"ftp://a/model.bin"};
+	const char *dir[] = {"http://a/models/"};
+	const char *ok[] = {"http://a/model.bin"};
+	const char *unnamable[] = {"http://a/%2D%2D%2D"};
+
+	setup(&fx);
+	memset(&o, 0, sizeof(o));
+	mc_fetch_opts_init(&o.fetch);
+	mc_err_init(&err);
+	ASSERT_EQ(mc_cache_pull(fx.c, &o, &res, &err), MC_E_USAGE);
+	ASSERT_STR_EQ(err.msg, "nothing to pull: no URI given");
+
+	o.uris = dup;
+	o.nuris = 2;
+	mc_err_init(&err);
+	ASSERT_EQ(mc_cache_pull(fx.c, &o, &res, &err), MC_E_USAGE);
+	ASSERT_STR_EQ(err.msg, "two URIs give the file 'model.bin' in model 'model'");
+
+	o.uris = bad;
+	o.nuris = 1;
+	mc_err_init(&err);
+	ASSERT_EQ(mc_cache_pull(fx.c, &o, &res, &err), MC_E_USAGE);
+
+	o.uris = dir;
+	mc_err_init(&err);
+	ASSERT_EQ(mc_cache_pull(fx.c, &o, &res, &err), MC_E_USAGE);
+
+	o.uris = unnamable;
+	mc_err_init(&err);
+	ASSERT_EQ(mc_cache_pull(fx.c, &o, &res, &err), MC_E_USAGE);
+	ASSERT_NOT_NULL(strstr(err.msg, "--name"));
+
+	o.uris = ok;
+	o.name = "../escape";
+	mc_err_init(&err);
+	ASSERT_EQ(mc_cache_pull(fx.c, &o, &res, &err), MC_E_USAGE);
+	ASSERT_NOT_NULL(strstr(err.msg, "invalid model name '../escape'"));
+
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM models"), 0);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM versions"), 0);
+	teardown(&fx);
+}
+
+/* An unreachable origin: the model is recorded with a failed version and no tree. */
+static void test_pull_unreachable(void)
+{
+	struct fixture fx;
+	struct mc_pull_opts o;
+	struct mc_pull_result res;
+	struct mc_err err;
+	const char *uris[] = {"http://127.0.0.1:1/Llama-3%208B.Q4_K_M.gguf"};
+	char path[1024];
+	int ret;
+
+	setup(&fx);
+	memset(&o, 0, sizeof(o));
+	mc_fetch_opts_init(&o.fetch);
+	o.fetch.connect_timeout_s = 2;
+	o.uris = uris;
+	o.nuris = 1;
+	mc_err_init(&err);
+	ret = mc_cache_pull(fx.c, &o, &res, &err);
+	ASSERT_EQ(ret, MC_E_ORIGIN);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM models WHERE name = 'Llama-3-8B.Q4_K_M'"),
+		  1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM versions WHERE state = 'failed'"), 1);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM models WHERE current_version IS NULL"), 1);
+	snprintf(path, sizeof(path), "%s/models", fx.dir);
+	ASSERT_EQ(tc_count_entries(path), 0);
+	teardown(&fx);
+}
+
+struct seen {
+	int n;
+	char names[4][32];
+	char states[4][16];
+	uint64_t files[4], bytes[4];
+	char first_path[4][64];
+	char first_digest[4][MC_DIGEST_HEX];
+	char first_source[4][128];
+};
+
+static int list_cb(void *ctx, const struct mc_model_info *m)
+{
+	struct seen *s = ctx;
+
+	ASSERT_LT(s->n, 4);
+	snprintf(s->names[s->n], sizeof(s->names[0]), "%s", m->name);
+	snprintf(s->states[s->n], sizeof(s->states[0]), "%s", m->state);
+	s->files[s->n] = m->files;
+	s->bytes[s->n] = m->bytes;
+	ASSERT_UINT_EQ(m->nfile, m->files);
+	if (m->nfile) {
+		snprintf(s->first_path[s->n], 64, "%s", m->file[0].path);
+		snprintf(s->first_digest[s->n], MC_DIGEST_HEX, "%s", m->file[0].digest);
+		snprintf(s->first_source[s->n], 128, "%s", m->file[0].source);
+	}
+	ASSERT_GT(m->created_at, 0);
+	ASSERT_GE(m->last_used_at, m->created_at);
+	s->n++;
+	return 0;
+}
+
+static int stop_cb(void *ctx, const struct mc_model_info *m)
+{
+	(void)m;
+	++*(int *)ctx;
+	return 42;
+}
+
+static void test_list(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(MIB + 3, 16), *b = tc_bytes(7, 17);
+	const struct tc_obj zeta[] = {
+	    {"http://origin/z/b.bin", "b.bin", b, 7, "\"b\""},
+	    {"http://origin/z/a.bin", "a.bin", a, MIB + 3, "\"a\""},
+	};
+	const struct tc_obj alpha[] = {{"http://origin/a/b.bin", "b.bin", b, 7, "\"b2\""}};
+	char hex[MC_DIGEST_HEX];
+	struct seen s = {0};
+	struct mc_pull p;
+	struct mc_err err;
+	int calls = 0;
+
+	setup(&fx);
+	mc_err_init(&err);
+	tc_pull(fx.c, "zeta", zeta, 2);
+	tc_pull(fx.c, "alpha", alpha, 1);
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "mid", "http://origin/mid/x", 1, &err), 0);
+	mc_pull_fail(&p);
+	mc_pull_release(&p);
+
+	ASSERT_EQ(mc_cache_list(fx.c, list_cb, &s, &err), 0);
+	ASSERT_EQ(s.n, 3);
+	ASSERT_STR_EQ(s.names[0], "alpha");
+	ASSERT_STR_EQ(s.names[1], "mid");
+	ASSERT_STR_EQ(s.names[2], "zeta");
+	ASSERT_STR_EQ(s.states[0], "complete");
+	ASSERT_STR_EQ(s.states[1], "failed");
+	ASSERT_STR_EQ(s.states[2], "complete");
+	ASSERT_UINT_EQ(s.files[1], 0);
+	ASSERT_UINT_EQ(s.files[2], 2);
+	ASSERT_UINT_EQ(s.bytes[2], MIB + 3 + 7);
+	ASSERT_STR_EQ(s.first_path[2], "a.bin"); /* files by path */
+	tc_digest_hex(a, MIB + 3, hex);
+	ASSERT_STR_EQ(s.first_digest[2], hex);
+	ASSERT_STR_EQ(s.first_source[2], "http://origin/z/a.bin");
+	ASSERT_EQ(mc_cache_list(fx.c, stop_cb, &calls, &err), 42);
+	ASSERT_EQ(calls, 1);
+	teardown(&fx);
+	free(a);
+	free(b);
+}
+
+int main(void)
+{
+	int fds = tc_open_fds();
+
+	MC_RUN(test_publish);
+	MC_RUN(test_redacted_sources);
+	MC_RUN(test_dedup);
+	MC_RUN(test_reuse_and_repull);
+	MC_RUN(test_no_reuse_of_damaged_blob);
+	MC_RUN(test_resume);
+	MC_RUN(test_changed_object_starts_over);
+	MC_RUN(test_no_validator_no_resume);
+	MC_RUN(test_live_download_not_stolen);
+	MC_RUN(test_failed_pull_keeps_current);
+	MC_RUN(test_pull_checks);
+	MC_RUN(test_list);
+	MC_RUN(test_pull_unreachable);
+	ASSERT_EQ(tc_open_fds(), fds);
+	return 0;
+}
