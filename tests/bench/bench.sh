@@ -4,7 +4,7 @@
 # noisy, so read medians and spreads, never one run. Writes tests/bench/RESULTS.md.
 #
 #   bash tests/bench/bench.sh [--rounds N] [--quick] [--bin PATH] [--dir DIR] [--out FILE]
-#                             [--mcache-args "ARGS"] [--no-capped] [--no-uncapped]
+#                             [--mcache-args "ARGS"] [--no-capped] [--no-uncapped] [--note TEXT]
 #
 # Method (also written into RESULTS.md):
 # - Fixture: gen_safetensors.py, 4 x 256 MiB shards + index JSON + config.json (--quick:
@@ -36,6 +36,7 @@ OUTFILE=$HERE/RESULTS.md
 MCACHE_ARGS=""
 DO_UNCAPPED=1
 DO_CAPPED=1
+NOTE=""
 
 usage() {
 	sed -n '2,8p' "$0"
@@ -52,6 +53,7 @@ while [ $# -gt 0 ]; do
 	--mcache-args) MCACHE_ARGS=$2; shift ;;
 	--no-capped) DO_CAPPED=0 ;;
 	--no-uncapped) DO_UNCAPPED=0 ;;
+	--note) NOTE=$2; shift ;;
 	-h | --help) usage 0 ;;
 	*) echo "bench.sh: unknown option '$1'" >&2; usage 2 ;;
 	esac
@@ -209,7 +211,8 @@ step "results -> $OUTFILE"
 	echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 	echo "kernel=$(uname -r)"
 	echo "fs=$(df -T "$W" | awk 'NR == 2 {print $2 " on " $1}')"
-	echo "mcache=$("$BIN" --version 2>&1 | head -n1)"
+	echo "mcache=$("$BIN" --version 2>&1 | head -n1) ($BIN)"
+	[ -z "$NOTE" ] || echo "note=$NOTE"
 	echo "nginx=$(nginx -v 2>&1 | head -n1)"
 	echo "wget=$(wget --version | head -n1)"
 	echo "curl=$(curl --version | head -n1)"
