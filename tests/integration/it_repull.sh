@@ -40,7 +40,7 @@ else
 	log "pull --json has no bytes_fetched: relying on the origin's log alone"
 fi
 nginx_log_summary "$MARK" >"$MC_TMP/log2.json"
-log "origin during re-pull: $(json "$MC_TMP/log2.json" '{k: j[k] for k in ("requests", "by_status", "bytes")}')"
+log "origin during re-pull: $(json "$MC_TMP/log2.json" '{k: j[k] for k in ("requests", "by_status", "bytes", "conditional")}')"
 # Origin egress is what a re-pull must not cost (S3 bills it): revalidating an object needs a
 # HEAD, a conditional request or a tiny range, not a chunk-sized range aborted after the headers
 # (on loopback the origin has sent most of the chunk by then). Allow 64 KiB per file.

@@ -13,7 +13,8 @@
 #   /capped/     ROOT with limit_rate 40m per connection (as S3 caps each connection)
 #   /rate/       ROOT with limit_rate from ?rate=N[k|m] (none when absent)
 # Every request goes to $NGINX_DIR/access.log (text) and $NGINX_DIR/access.jsonl (one JSON
-# object per request: status, bytes, method, uri, args, range, if_range, if_match, conn, ...).
+# object per request: status, bytes, method, uri, args, range, if_range, if_match,
+# if_none_match, if_modified_since, conn, ...).
 # The whole instance lives under its own prefix directory; nothing outside it is written.
 # Following /work/shared/notes/test-servers.md: foreground (daemon off), own pid, logs and temp
 # paths, workers run as nobody when started as root, so ROOT must be world-readable.
@@ -72,12 +73,14 @@ http {
     uwsgi_temp_path $d/tmp/uwsgi;
     scgi_temp_path $d/tmp/scgi;
     log_format mc '\$remote_addr [\$time_local] "\$request" \$status \$body_bytes_sent '
-                  '"\$http_range" "\$http_if_range" "\$http_if_match" "\$http_user_agent" '
+                  '"\$http_range" "\$http_if_range" "\$http_if_match" "\$http_if_none_match" '
+                  '"\$http_if_modified_since" "\$http_user_agent" '
                   'conn=\$connection req=\$connection_requests';
     log_format mcjson escape=json '{"status":\$status,"bytes":\$body_bytes_sent,'
                   '"method":"\$request_method","uri":"\$uri","args":"\$args",'
                   '"range":"\$http_range","if_range":"\$http_if_range",'
-                  '"if_match":"\$http_if_match","ua":"\$http_user_agent",'
+                  '"if_match":"\$http_if_match","if_none_match":"\$http_if_none_match",'
+                  '"if_modified_since":"\$http_if_modified_since","ua":"\$http_user_agent",'
                   '"conn":\$connection,"conn_req":\$connection_requests,'
                   '"scheme":"\$scheme","time":\$request_time}';
     access_log $d/access.log mc;

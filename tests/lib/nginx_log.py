@@ -6,7 +6,8 @@
 prints one JSON object about the requests after the first N lines (those matching P):
   requests, by_status {"200": n, "206": n, ...}, bytes (body bytes sent), ranged (requests
   with a Range header), full_body (200 responses with a body of more than 64 KiB),
-  connections (distinct), if_range / if_match (requests with those headers),
+  connections (distinct), if_range / if_match / conditional (requests with If-Range, If-Match,
+  If-None-Match or If-Modified-Since),
   per_uri {uri: {"requests", "bytes", "ranges": [...]}}.
 """
 import argparse
@@ -21,7 +22,7 @@ def main():
     ap.add_argument("--uri-prefix", default="")
     a = ap.parse_args()
     out = {"requests": 0, "by_status": {}, "bytes": 0, "ranged": 0, "full_body": 0,
-           "connections": 0, "if_range": 0, "if_match": 0, "per_uri": {}}
+           "connections": 0, "if_range": 0, "if_match": 0, "conditional": 0, "per_uri": {}}
     conns = set()
     with open(a.log) as f:
         lines = f.read().splitlines()[a.since:]
@@ -41,9 +42,13 @@ def main():
             out["if_range"] += 1
         if r["if_match"]:
             out["if_match"] += 1
+        if r.get("if_none_match") or r.get("if_modified_since"):
+            out["conditional"] += 1
         conns.add(r["conn"])
-        u = out["per_uri"].setdefault(r["uri"], {"requests": 0, "bytes": 0, "ranges": []})
+        u = out["per_uri"].setdefault(r["uri"], {"requests": 0, "bytes": 0, "ranges": [],
+                                                 "statuses": []})
         u["requests"] += 1
+        u["statuses"].append(r["status"])
         u["bytes"] += r["bytes"]
         if r["range"]:
             u["ranges"].append(r["range"])
