@@ -40,6 +40,7 @@ enum mc_stmt {
 	MC_STMT_VERSION_TOTALS,
 	MC_STMT_VERSION_SAME,
 	MC_STMT_REUSE_FIND,
+	MC_STMT_KNOWN_FILE,
 	MC_STMT_DOWNLOAD_GET,
 	MC_STMT_DOWNLOAD_INSERT,
 	MC_STMT_DOWNLOAD_SET_TMP,
@@ -206,7 +207,10 @@ extern const struct mc_fetch_ops mc_pull_ops;
  */
 int mc_pull_begin(struct mc_pull *p, struct mc_cache *c, const char *name, const char *source,
 		  size_t nfile, struct mc_err *err);
-/* Fills file @i of @p: @url (kept, not copied), its redacted @source and @path (copied). */
+/*
+ * Fills file @i of @p: @url (kept, not copied), its redacted @source and @path (copied), and
+ * f.known from the index (a complete copy, else a partial download) for a conditional probe.
+ */
 int mc_pull_file_set(struct mc_pull *p, size_t i, const char *url, const char *source,
 		     const char *path, struct mc_err *err);
 /*

@@ -107,10 +107,19 @@ static const char *const stmt_sql[MC_STMT_COUNT] = {
     [MC_STMT_VERSION_SAME] = "SELECT count(*) FROM files a JOIN files b"
 			     " ON b.version_id = ?2 AND b.path = a.path AND b.digest = a.digest"
 			     " WHERE a.version_id = ?1",
+    /*
+     * The same object as a file already cached: same source and size, and the same strong
+     * validator (a non-empty ETag), or (?5: the origin answered 304 to If-Modified-Since) the
+     * same Last-Modified.
+     */
     [MC_STMT_REUSE_FIND] = "SELECT b.digest, b.size, b.inode, b.mtime_ns"
 			   " FROM files f JOIN blobs b ON b.digest = f.digest"
-			   " WHERE f.source = ?1 AND f.etag = ?2 AND f.etag <> ''"
-			   " AND f.size = ?3 AND b.size = ?3"
+			   " WHERE f.source = ?1 AND f.size = ?3 AND b.size = ?3 AND f.etag = ?2"
+			   " AND (?2 <> '' OR (?5 AND ?4 <> '' AND f.last_modified = ?4))"
+			   " ORDER BY f.version_id DESC LIMIT 1",
+    [MC_STMT_KNOWN_FILE] = "SELECT f.size, f.etag, f.last_modified, b.digest, b.inode,"
+			   " b.mtime_ns FROM files f JOIN blobs b ON b.digest = f.digest"
+			   " WHERE f.source = ?1 AND (f.etag <> '' OR f.last_modified <> '')"
 			   " ORDER BY f.version_id DESC LIMIT 1",
     [MC_STMT_DOWNLOAD_GET] = "SELECT id, size, etag, last_modified, coalesce(tmp_name, ''),"
 			     " coalesce(owner_pid, 0), coalesce(owner_boot_id, ''),"

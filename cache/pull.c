@@ -50,7 +50,10 @@ out:
 	return ret;
 }
 
-/* Skips @pf when a blob in the index came from the same object (source, ETag and size). */
+/*
+ * Skips @pf when a blob in the index came from the same object: same source and size, and the
+ * same ETag, or the same Last-Modified when the origin answered 304 to If-Modified-Since.
+ */
 static int try_reuse(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
 {
 	struct mc_fetch_file *f = &pf->f;
@@ -60,7 +63,7 @@ static int try_reuse(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *
 	sqlite3_stmt *s = NULL;
 	int rc, ret;
 
-	if (!f->remote.etag[0]) {
+	if (!f->remote.etag[0] && !(f->not_modified && f->remote.last_modified[0])) {
 		ret = 0;
 		goto out;
 	}
@@ -70,6 +73,8 @@ static int try_reuse(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *
 	sqlite3_bind_text(s, 1, pf->source, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, f->remote.etag, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, (sqlite3_int64)f->remote.size);
+	sqlite3_bind_text(s, 4, f->remote.last_modified, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 5, f->not_modified);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		snprintf(hex, sizeof(hex), "%s", mc_index_text(s, 0));
@@ -597,6 +602,68 @@ out:
 	return ret;
 }
 
+/* Sets *found when a complete, intact copy of @pf's object is cached; fills f.known from it. */
+static int known_from_file(struct mc_pull *p, struct mc_pull_file *pf, bool *found,
+			   struct mc_err *err)
+{
+	struct mc_remote_info *k = &pf->f.known;
+	char rel[MC_BLOB_REL_MAX];
+	sqlite3_stmt *s = NULL;
+	int rc, ret;
+
+	*found = false;
+	ret = mc_index_stmt(p->c, MC_STMT_KNOWN_FILE, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_text(s, 1, pf->source, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW && !mc_store_blob_rel_hex(mc_index_text(s, 3), rel) &&
+	    mc_store_blob_matches(p->c, rel, (uint64_t)sqlite3_column_int64(s, 0),
+				  (uint64_t)sqlite3_column_int64(s, 4),
+				  sqlite3_column_int64(s, 5))) {
+		k->size = (uint64_t)sqlite3_column_int64(s, 0);
+		snprintf(k->etag, sizeof(k->etag), "%s", mc_index_text(s, 1));
+		snprintf(k->last_modified, sizeof(k->last_modified), "%s", mc_index_text(s, 2));
+		*found = true;
+	} else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		ret = mc_index_fail(p->c, rc, err, "look up '%s'", pf->source);
+	}
+	sqlite3_reset(s);
+out:
+	return ret;
+}
+
+/*
+ * Tells the engine what the cache holds of @pf's object, so that its probe can be conditional:
+ * a complete, intact copy first, else a partial download of an object with a validator.
+ */
+static int fill_known(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	struct mc_remote_info *k = &pf->f.known;
+	struct download_row d;
+	bool found;
+	int ret;
+
+	memset(k, 0, sizeof(*k));
+	ret = known_from_file(p, pf, &found, err);
+	if (ret || found)
+		goto out;
+	ret = get_download(p, pf, &d, err);
+	if (ret || !d.id || (!d.etag[0] && !d.last_modified[0]))
+		goto out;
+	k->size = d.size;
+	snprintf(k->etag, sizeof(k->etag), "%s", d.etag);
+	snprintf(k->last_modified, sizeof(k->last_modified), "%s", d.last_modified);
+	found = true;
+out:
+	/*
+	 * A 304 makes f->remote a copy of f->known: say that ranges work, so that whatever is
+	 * still missing is fetched by range (an origin that sends 304 also serves ranges).
+	 */
+	k->ranges = !ret && found;
+	return ret;
+}
+
 int mc_pull_file_set(struct mc_pull *p, size_t i, const char *url, const char *source,
 		     const char *path, struct mc_err *err)
 {
@@ -613,6 +680,7 @@ int mc_pull_file_set(struct mc_pull *p, size_t i, const char *url, const char *s
 	pf->f.label = pf->source;
 	pf->f.user = pf;
 	pf->f.fd = -1;
+	ret = fill_known(p, pf, err);
 out:
 	return ret;
 }
@@ -941,11 +1009,12 @@ static int fill_result(struct mc_pull *p, const struct mc_pull_opts *o, struct m
 {
 	snprintf(res->name, sizeof(res->name), "%s", p->name);
 	res->version = p->version;
-	res->writer = mc_writer_kind_name(o->fetch.writer);
 	for (size_t i = 0; i < p->nfile; i++) {
 		res->bytes_fetched += p->file[i].f.bytes_fetched;
 		res->files_reused += p->file[i].reused;
 	}
+	/* The fetcher does not report which backend MC_WRITER_AUTO chose: "auto" then. */
+	res->writer = res->bytes_fetched ? mc_writer_kind_name(o->fetch.writer) : NULL;
 	return version_totals(p->c, p->version, &res->files, &res->bytes, err);
 }
 

@@ -31,20 +31,28 @@ int mc_cache_open(struct mc_cache **out, const char *dir, struct mc_err *err);
 void mc_cache_close(struct mc_cache *c);
 
 struct mc_pull_opts {
-	const char *name;          /* model name (mc_name_is_valid); NULL → derived from uri[0] */
-	const char *const *uris;   /* http(s) URLs; the file name is the URL path's basename */
+	/*
+	 * Model name (mc_name_is_valid). NULL: derived from the first URI's file name without its
+	 * last extension, other characters turned into '-' ("model.safetensors" gives "model").
+	 */
+	const char *name;
+	const char *const *uris; /* http(s) URLs; the file name is the URL path's basename */
 	size_t nuris;
 	struct mc_fetch_opts fetch; /* connections, chunk size, rate, TLS, writer, progress */
 };
 
 struct mc_pull_result {
-	char name[129];       /* the model name used */
-	int64_t version;      /* the version id now current */
-	uint64_t files;       /* files in the model */
-	uint64_t bytes;       /* bytes in the model */
+	char name[129];		/* the model name used */
+	int64_t version;	/* the version id now current */
+	uint64_t files;		/* files in the model */
+	uint64_t bytes;		/* bytes in the model */
 	uint64_t bytes_fetched; /* bytes received from origins in this run */
-	uint64_t files_reused;  /* files already in the cache (same object, or same digest) */
-	const char *writer;   /* the writer backend used: "io_uring" or "pwrite" */
+	uint64_t files_reused;	/* files already in the cache (same object, or same digest) */
+	/*
+	 * The writer backend asked for: "io_uring" or "pwrite", "auto" when the fetcher chose
+	 * (it does not say which), NULL when nothing was written. A static string.
+	 */
+	const char *writer;
 };
 
 /*
@@ -58,7 +66,7 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 
 /* One file of a model, as listed by mc_cache_list(). Strings live until the callback returns. */
 struct mc_file_info {
-	const char *path;   /* relative to the model's tree */
+	const char *path; /* relative to the model's tree */
 	uint64_t size;
 	const char *digest; /* hex XXH3-128 file digest */
 	const char *source; /* redacted URL */
@@ -67,13 +75,13 @@ struct mc_file_info {
 
 struct mc_model_info {
 	const char *name;
-	const char *state;  /* "complete", or "pulling"/"failed" for a model never completed */
+	const char *state; /* "complete", or "pulling"/"failed" for a model never completed */
 	int64_t version;
 	uint64_t files;
 	uint64_t bytes;
 	bool pinned;
-	int64_t created_at;   /* unix seconds */
-	int64_t last_used_at; /* unix seconds */
+	int64_t created_at;		 /* unix seconds */
+	int64_t last_used_at;		 /* unix seconds */
 	const struct mc_file_info *file; /* the files of the current version */
 	size_t nfile;
 };
@@ -86,24 +94,37 @@ int mc_cache_list(struct mc_cache *c, int (*cb)(void *ctx, const struct mc_model
 		  void *ctx, struct mc_err *err);
 
 enum {
-	MC_VERIFY_DEEP = 1 << 0, /* rehash every blob instead of comparing size/inode/mtime */
-};
-
-/* One problem found by verify. Strings live until the callback returns. */
-struct mc_finding {
-	const char *model;    /* "" for cache-wide findings (orphan blob, stray temp file) */
-	const char *path;     /* file path in the model, or the blob's path in the cache */
-	const char *kind;     /* "missing", "size", "changed", "digest", "not-readonly",
-				 "not-linked", "orphan-blob" */
-	const char *expected; /* "" when not applicable */
-	const char *actual;   /* "" when not applicable */
+	MC_VERIFY_DEEP = 1 << 0, /* also rehash every blob (XXH3-128) and compare the digest */
 };
 
 /*
- * Checks @names[0..n) (every model when n == 0) against the disk. Calls @cb for each finding,
- * sets *nfindings. Never changes the index or the disk. Returns 0 (findings or not), or a
- * negative code with @err set when the check itself could not run (MC_E_NOTFOUND for an unknown
- * name).
+ * One problem found by verify. Strings live until the callback returns. Kinds, with what
+ * expected/actual hold ("" where not applicable):
+ *   missing       a tree entry or blob is gone: expected its path in the cache
+ *                 ("trees/NAME/V/PATH", "blobs/ab/HEX"); path "models/NAME" for the symlink
+ *   not-linked    a tree entry is not the blob: "inode N" each; or models/NAME points
+ *                 elsewhere: the link targets
+ *   size          the blob's size: bytes as decimal numbers
+ *   changed       the blob's inode or mtime: "inode N mtime_ns T" each
+ *   not-readonly  the blob's mode: "0444" and the octal mode found
+ *   digest        (MC_VERIFY_DEEP) hex digests, or "unreadable: REASON"
+ *   orphan-blob   a file under blobs/ the index does not know (whole-cache checks only)
+ *   orphan-tmp    a file under tmp/ no download owns (whole-cache checks only)
+ */
+struct mc_finding {
+	const char *model; /* "" for cache-wide findings (orphan-blob, orphan-tmp) */
+	const char *path;  /* file path in the model, or a path in the cache (see above) */
+	const char *kind;
+	const char *expected;
+	const char *actual;
+};
+
+/*
+ * Checks the current version of @names[0..n) (every model when n == 0, then also orphans)
+ * against the disk. Calls @cb (may be NULL) for each finding, sets *nfindings. Never changes the
+ * index or the disk; a model never completed has nothing to check. Returns 0 (findings or not),
+ * or a negative code with @err set when the check itself could not run (MC_E_NOTFOUND for an
+ * unknown name, before any finding).
  */
 int mc_cache_verify(struct mc_cache *c, const char *const *names, size_t n, unsigned flags,
 		    void (*cb)(void *ctx, const struct mc_finding *f), void *ctx,

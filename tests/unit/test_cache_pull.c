@@ -554,6 +554,108 @@ static void test_pull_unreachable(void)
 	teardown(&fx);
 }
 
+/* What the cache holds is passed to the engine for a conditional probe. */
+static void test_known(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(3 * MIB, 18), *b = tc_bytes(2 * MIB, 19);
+	const struct tc_obj done = {"http://origin/k/a.bin", "a.bin", a, 3 * MIB, "\"a\""};
+	const struct tc_obj part = {"http://origin/k/b.bin", "b.bin", b, 2 * MIB, "\"b\""};
+	const struct tc_obj fresh = {"http://origin/k/c.bin", "c.bin", b, 2 * MIB, "\"c\""};
+	struct mc_fetch_file *f;
+	struct mc_pull p;
+	struct mc_err err;
+
+	setup(&fx);
+	mc_err_init(&err);
+	tc_pull(fx.c, "k", &done, 1);
+	/* A partial download of b.bin. */
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "k2", part.url, 1, &err), 0);
+	tc_file_set(&p, 0, &part);
+	tc_probe(&p.file[0].f, &part);
+	tc_open(&p, &p.file[0].f);
+	tc_write(&p, &p.file[0].f, &part, 0, 1);
+	tc_unprobe(&p.file[0].f);
+	mc_pull_fail(&p);
+	mc_pull_release(&p);
+
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "k3", done.url, 3, &err), 0);
+	tc_file_set(&p, 0, &done);
+	tc_file_set(&p, 1, &part);
+	tc_file_set(&p, 2, &fresh);
+	f = &p.file[0].f;
+	ASSERT_UINT_EQ(f->known.size, 3 * MIB);
+	ASSERT_STR_EQ(f->known.etag, "\"a\"");
+	ASSERT_STR_EQ(f->known.last_modified, "Mon, 01 Jan 2024 00:00:00 GMT");
+	ASSERT_TRUE(f->known.ranges);
+	f = &p.file[1].f;
+	ASSERT_UINT_EQ(f->known.size, 2 * MIB);
+	ASSERT_STR_EQ(f->known.etag, "\"b\"");
+	ASSERT_TRUE(f->known.ranges);
+	f = &p.file[2].f;
+	ASSERT_UINT_EQ(f->known.size, 0);
+	ASSERT_STR_EQ(f->known.etag, "");
+	ASSERT_FALSE(f->known.ranges);
+	/* The origin answers 304 to the partial download: it resumes from the recorded spans. */
+	f = &p.file[1].f;
+	tc_probe(f, &part);
+	f->remote = f->known;
+	f->not_modified = true;
+	tc_open(&p, f);
+	ASSERT_TRUE(p.file[1].resumed);
+	ASSERT_EQ(f->block_done[0], 1);
+	tc_unprobe(f);
+	mc_pull_fail(&p);
+	mc_pull_release(&p);
+	teardown(&fx);
+	free(a);
+	free(b);
+}
+
+/* Without an ETag, only a 304 to If-Modified-Since proves the cached copy is current. */
+static void test_not_modified_by_date(void)
+{
+	struct fixture fx;
+	uint8_t *a = tc_bytes(MIB, 20);
+	const struct tc_obj o = {"http://origin/d/a.bin", "a.bin", a, MIB, ""};
+	struct mc_fetch_file *f;
+	struct mc_pull p;
+	struct mc_err err;
+	int64_t v;
+
+	setup(&fx);
+	mc_err_init(&err);
+	v = tc_pull(fx.c, "d", &o, 1);
+	/* A 200 with the same date is not proof enough: the object is fetched again. */
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "d", o.url, 1, &err), 0);
+	tc_file_set(&p, 0, &o);
+	f = &p.file[0].f;
+	ASSERT_STR_EQ(f->known.last_modified, "Mon, 01 Jan 2024 00:00:00 GMT");
+	tc_probe(f, &o);
+	tc_open(&p, f);
+	ASSERT_FALSE(f->skip);
+	ASSERT_GE(f->fd, 0);
+	tc_unprobe(f);
+	mc_pull_fail(&p);
+	mc_pull_release(&p);
+	/* A 304: the cached copy is reused, and the version stays. */
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "d", o.url, 1, &err), 0);
+	tc_file_set(&p, 0, &o);
+	f = &p.file[0].f;
+	tc_probe(f, &o);
+	f->remote = f->known;
+	f->not_modified = true;
+	tc_open(&p, f);
+	ASSERT_TRUE(f->skip);
+	ASSERT_TRUE(p.file[0].reused);
+	tc_unprobe(f);
+	ASSERT_EQ(mc_pull_publish(&p, &err), 0);
+	ASSERT_EQ(p.version, v);
+	mc_pull_release(&p);
+	teardown(&fx);
+	free(a);
+}
+
 struct seen {
 	int n;
 	char names[4][32];
@@ -651,6 +753,8 @@ int main(void)
 	MC_RUN(test_no_validator_no_resume);
 	MC_RUN(test_live_download_not_stolen);
 	MC_RUN(test_failed_pull_keeps_current);
+	MC_RUN(test_known);
+	MC_RUN(test_not_modified_by_date);
 	MC_RUN(test_pull_checks);
 	MC_RUN(test_list);
 	MC_RUN(test_pull_unreachable);
