@@ -239,10 +239,8 @@ out:
 static bool same_object(const struct download_row *d, const struct mc_remote_info *r)
 {
 	/* Without a validator there is no way to tell two versions apart: never resume. */
-	if (!r->etag[0] && !r->last_modified[0])
-		return false;
-	return r->ranges && d->size == r->size && !strcmp(d->etag, r->etag) &&
-	       !strcmp(d->last_modified, r->last_modified);
+	return (r->etag[0] || r->last_modified[0]) && r->ranges && d->size == r->size &&
+	       !strcmp(d->etag, r->etag) && !strcmp(d->last_modified, r->last_modified);
 }
 
 /* Resumes a download of the same object left by an earlier run; sets f->fd when it does. */

@@ -540,6 +540,7 @@ static void test_pull_unreachable(void)
 	memset(&o, 0, sizeof(o));
 	mc_fetch_opts_init(&o.fetch);
 	o.fetch.connect_timeout_s = 2;
+	o.fetch.retries = 0;
 	o.uris = uris;
 	o.nuris = 1;
 	mc_err_init(&err);
@@ -656,6 +657,93 @@ static void test_not_modified_by_date(void)
 	free(a);
 }
 
+/* One pull of @o[0..n) into model "f" that stops at the first error, as mc_cache_pull() would. */
+static int try_pull(struct mc_cache *c, const struct tc_obj *o, size_t n, struct mc_err *err)
+{
+	struct mc_block_span span;
+	struct mc_fetch_file *f;
+	struct mc_pull p;
+	char *source;
+	int ret;
+
+	ret = mc_pull_begin(&p, c, "f", o[0].url, n, err);
+	for (size_t i = 0; !ret && i < n; i++) {
+		source = mc_url_redact(o[i].url);
+		ret = source ? mc_pull_file_set(&p, i, o[i].url, source, o[i].path, err) : -ENOMEM;
+		mc_free(source);
+	}
+	for (size_t i = 0; !ret && i < n; i++) {
+		f = &p.file[i].f;
+		tc_probe(f, &o[i]);
+		ret = mc_pull_ops.open(&p, f, err);
+		for (uint64_t b = 0; !ret && !f->skip && b < f->nblocks; b++) {
+			uint64_t off = b * MC_HASH_BLOCK;
+			uint64_t len =
+			    o[i].size - off < MC_HASH_BLOCK ? o[i].size - off : MC_HASH_BLOCK;
+			XXH128_canonical_t h;
+
+			ASSERT_EQ(pwrite(f->fd, o[i].data + off, len, (off_t)off), (ssize_t)len);
+			XXH128_canonicalFromHash(&h, XXH3_128bits(o[i].data + off, len));
+			memcpy(f->block_digests + b * MC_DIGEST_LEN, h.digest, MC_DIGEST_LEN);
+			span = (struct mc_block_span){b, 1};
+			ret = mc_pull_ops.blocks_durable(&p, f, &span, 1, err);
+		}
+		if (!ret && !f->skip) {
+			mc_digest_combine(f->block_digests, f->nblocks, o[i].size, f->digest);
+			ret = mc_pull_ops.done(&p, f, err);
+		}
+		tc_unprobe(f);
+	}
+	if (!ret)
+		ret = mc_pull_publish(&p, err);
+	if (ret)
+		mc_pull_fail(&p);
+	mc_pull_release(&p);
+	return ret;
+}
+
+/* Fails each allocation of a pull in turn: the pull fails cleanly, and the next one works. */
+static void test_alloc_failures(void)
+{
+	uint8_t *a = tc_bytes(MIB + 5, 30), *b = tc_bytes(10, 31);
+	const struct tc_obj o[] = {
+	    {"http://origin/f/a.bin", "a.bin", a, MIB + 5, "\"a\""},
+	    {"http://origin/f/sub/b.bin", "sub/b.bin", b, 10, ""},
+	};
+	uint64_t nfindings;
+	struct fixture fx;
+	struct mc_err err;
+	int ret, failed = 0;
+	unsigned long n;
+
+	for (n = 1; n < 200; n++) {
+		setup(&fx);
+		mc_err_init(&err);
+		mc_alloc_fail_at(n);
+		ret = try_pull(fx.c, o, 2, &err);
+		mc_alloc_fail_at(0);
+		if (ret) {
+			ASSERT_EQ(ret, -ENOMEM);
+			failed++;
+		}
+		/* Whatever was left behind, a second pull completes and the cache is sound. */
+		tc_pull(fx.c, "f", o, 2);
+		expect_published(&fx, "f", &o[0]);
+		expect_published(&fx, "f", &o[1]);
+		ASSERT_EQ(
+		    mc_cache_verify(fx.c, NULL, 0, MC_VERIFY_DEEP, NULL, NULL, &nfindings, &err),
+		    0);
+		ASSERT_UINT_EQ(nfindings, 0);
+		teardown(&fx);
+		if (!ret)
+			break;
+	}
+	ASSERT_GT(failed, 5);
+	ASSERT_LT(n, 200);
+	free(a);
+	free(b);
+}
+
 struct seen {
 	int n;
 	char names[4][32];
@@ -755,6 +843,7 @@ int main(void)
 	MC_RUN(test_failed_pull_keeps_current);
 	MC_RUN(test_known);
 	MC_RUN(test_not_modified_by_date);
+	MC_RUN(test_alloc_failures);
 	MC_RUN(test_pull_checks);
 	MC_RUN(test_list);
 	MC_RUN(test_pull_unreachable);
