@@ -229,6 +229,11 @@ int mc_store_tmp_create(struct mc_cache *c, const char *name, uint64_t size, con
 		goto out_unlink;
 	}
 out_done:
+	/* The name must survive a reboot as long as the blocks recorded for it do. */
+	if (fsync(c->tmp_fd)) {
+		ret = mc_err_errno(err, -errno, "cannot sync '%s/tmp'", c->dir);
+		goto out_unlink;
+	}
 	*out = fd;
 	goto out;
 out_unlink:

@@ -8,6 +8,7 @@
 #include "test_cache.h"
 
 #include <sys/file.h>
+#include <sys/statvfs.h>
 
 #include "mc_banned.h"
 
@@ -657,6 +658,43 @@ static void test_not_modified_by_date(void)
 	free(a);
 }
 
+/* An object larger than the free space fails at open, naming the bytes needed. */
+static void test_no_space(void)
+{
+	struct tc_obj o = {"http://origin/s/huge.bin", "huge.bin", NULL, 0, "\"h\""};
+	struct fixture fx;
+	struct statvfs vfs;
+	struct mc_pull p;
+	struct mc_err err;
+	char path[1024], want[64];
+
+	setup(&fx);
+	ASSERT_EQ(statvfs(fx.dir, &vfs), 0);
+	o.size = (uint64_t)vfs.f_bavail * vfs.f_frsize + (1ull << 30);
+	if (o.size > (8ull << 40)) {
+		/* Not a skip of the whole program: the other tests ran and count. */
+		printf("# test_no_space not run: more than 8 TiB free here\n");
+		teardown(&fx);
+		return;
+	}
+	mc_err_init(&err);
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "s", o.url, 1, &err), 0);
+	tc_file_set(&p, 0, &o);
+	tc_probe(&p.file[0].f, &o);
+	ASSERT_EQ(mc_pull_ops.open(&p, &p.file[0].f, &err), -ENOSPC);
+	snprintf(want, sizeof(want), "%llu bytes (", (unsigned long long)o.size);
+	ASSERT_NOT_NULL(strstr(err.msg, want));
+	ASSERT_NOT_NULL(strstr(err.msg, "'http://origin/s/huge.bin'"));
+	ASSERT_EQ(p.file[0].f.fd, -1);
+	tc_unprobe(&p.file[0].f);
+	mc_pull_fail(&p);
+	mc_pull_release(&p);
+	path_in(&fx, path, sizeof(path), "tmp");
+	ASSERT_EQ(tc_count_entries(path), 0);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM downloads"), 0);
+	teardown(&fx);
+}
+
 /* One pull of @o[0..n) into model "f" that stops at the first error, as mc_cache_pull() would. */
 static int try_pull(struct mc_cache *c, const struct tc_obj *o, size_t n, struct mc_err *err)
 {
@@ -845,6 +883,7 @@ int main(void)
 	MC_RUN(test_not_modified_by_date);
 	MC_RUN(test_alloc_failures);
 	MC_RUN(test_pull_checks);
+	MC_RUN(test_no_space);
 	MC_RUN(test_list);
 	MC_RUN(test_pull_unreachable);
 	ASSERT_EQ(tc_open_fds(), fds);
