@@ -146,7 +146,8 @@ struct engine {
 	unsigned nbufs, max_bufs, npaused;
 
 	struct range *retry; /* ranges waiting to be tried again, unordered */
-	uint64_t rng;	     /* jitter for backoff */
+	struct mc_fetch_stats st;
+	uint64_t rng; /* jitter for backoff */
 
 	uint64_t bytes_done, bytes_total, last_progress_ms;
 };
@@ -738,6 +739,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 	}
 	r->f->bytes_fetched += n;
 	e->bytes_done += n;
+	e->st.bytes += n;
 	return x->stop ? size * nmemb : n;
 }
 
@@ -826,6 +828,8 @@ static int xfer_start(struct engine *e, struct xfer *x, struct range *r)
 	mc = curl_multi_add_handle(e->multi, x->easy);
 	if (mc != CURLM_OK)
 		return fail(e, MC_E_ORIGIN, "cannot start a transfer: %s", curl_multi_strerror(mc));
+	e->st.requests++;
+	e->st.retries += r->attempt ? 1 : 0;
 	return 0;
 }
 
@@ -923,6 +927,7 @@ static struct range *steal(struct engine *e)
 		return NULL;
 	best->r->nblocks = mid - best->r->first_block;
 	best->r->end = mid * MC_HASH_BLOCK;
+	e->st.steals++;
 	return r;
 }
 
@@ -1244,6 +1249,8 @@ static void engine_release(struct engine *e)
 	for (size_t k = 0; e->fs && k < e->nfiles; k++) {
 		struct mc_fetch_file *f = e->fs[k].f;
 
+		if (!f)
+			continue; /* the run failed before the files were set up */
 		mc_free(e->fs[k].planned);
 		mc_free(e->fs[k].pending);
 		mc_free(e->fs[k].syncing);
@@ -1334,7 +1341,10 @@ int mc_fetch_run(const struct mc_fetch_opts *opts, struct mc_fetch_file *const *
 	if (e.failed)
 		shutdown_run(&e);
 	ret = e.failed;
+	e.st.writer = mc_writer_kind(e.w);
 out:
+	if (opts->stats)
+		*opts->stats = e.st;
 	engine_release(&e);
 	return ret;
 }

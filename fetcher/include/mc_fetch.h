@@ -67,9 +67,20 @@ struct mc_fetch_opts {
 	 * MC_DEFAULT_RETRIES.
 	 */
 	unsigned retries;
+	/* When not NULL, filled by mc_fetch_run(), also when it fails. */
+	struct mc_fetch_stats *stats;
 	/* Called at most a few times per second from the transfer loop; may be NULL. */
 	void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total);
 	void *progress_ctx;
+};
+
+/* What a run did, for summaries and benchmarks. */
+struct mc_fetch_stats {
+	enum mc_writer_kind writer; /* the backend used: MC_WRITER_URING or MC_WRITER_PWRITE */
+	uint64_t requests;	    /* HTTP requests started (probes, ranges, retries) */
+	uint64_t retries;	    /* of which retries after a transient failure */
+	uint64_t steals;	    /* ranges split off slow transfers at the tail */
+	uint64_t bytes;		    /* body bytes received */
 };
 
 /* Fills @o with the defaults above, the writer from MCACHE_WRITER when set. */
