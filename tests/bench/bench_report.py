@@ -3,7 +3,8 @@
 
   bench_report.py RAW.tsv ENV.txt BENCH_SH
 
-RAW.tsv: scenario, tool, round, wall_s, user_s, sys_s, maxrss_kb, requests, origin_bytes, bytes.
+RAW.tsv: scenario, tool, round, wall_s, user_s, sys_s, maxrss_kb, requests, origin_bytes, bytes,
+retries.
 ENV.txt: key=value lines describing the machine and the run. BENCH_SH: the script, whose
 header comment (the method) is quoted into the report.
 """
