@@ -129,7 +129,7 @@ tool_cmd() {
 		# shellcheck disable=SC2086
 		printf '%q ' "$BIN" --cache-dir "$OUT/cache" -q pull "${urls[@]}" --name bench $MCACHE_ARGS
 		;;
-	wget) printf '%q ' wget -q -P "$OUT" "${urls[@]}" ;;
+	wget) printf "%q " wget -nv -P "$OUT" "${urls[@]}" ;;
 	curl) printf '%q ' curl -sS --fail --output-dir "$OUT" --remote-name-all "${urls[@]}" ;;
 	curl-P4)
 		printf '%s\n' "${urls[@]}" >"$MC_TMP/urls.txt"
