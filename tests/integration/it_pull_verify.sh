@@ -80,12 +80,14 @@ for name in sorted(os.listdir(root)):
         pos = max(pos, b + 1)
     if pos < size:
         sys.exit("%s: bytes %d.. were never requested" % (name, pos))
-    # Body bytes sent for this file: the file once, plus at most one chunk of probing.
-    if u["bytes"] > size + chunk:
+    # Body bytes sent for this file: the file once, plus what a probe, a retry or a stolen tail
+    # may cost (the origin counts what it pushed into the socket before the client hung up,
+    # up to a chunk each): 5 % and two chunks. A second download of the file does not fit.
+    if u["bytes"] > size * 1.05 + 2 * chunk:
         sys.exit("%s: origin sent %d bytes for a %d-byte file" % (name, u["bytes"], size))
     print("   %s: %d ranges, %d bytes sent" % (name, len(u["ranges"]), u["bytes"]))
 PY
-assert_le "$(json "$MC_TMP/log.json" 'j["bytes"]')" $((TOTAL + 4 * CHUNK)) "bytes the origin sent"
+assert_le "$(json "$MC_TMP/log.json" 'j["bytes"]')" $((TOTAL + TOTAL / 20 + 4 * CHUNK)) "bytes the origin sent"
 
 step "the index records the model and its files"
 [ -f "$C/index.db" ] || fail "no index at '$C/index.db'"

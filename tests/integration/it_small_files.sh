@@ -56,11 +56,13 @@ for s in map(int, sys.argv[3:]):
     if not u:
         sys.exit("no request for f%d.bin" % s)
     want = max(1, -(-s // chunk))
-    # One probe may come on top of the planned ranges.
-    if not want <= u["requests"] <= want + 1:
-        sys.exit("f%d.bin: %d requests, want %d (or %d with a probe)"
-                 % (s, u["requests"], want, want + 1))
-    if u["bytes"] > s + 65536:
+    # A probe, a retry or a stolen tail may add a request or two on a busy machine, and the
+    # origin counts what it pushed before the client hung up (up to a chunk); a second
+    # download of the file fits neither bound.
+    if not want <= u["requests"] <= want + 2:
+        sys.exit("f%d.bin: %d requests, want %d (up to %d with probes and retries)"
+                 % (s, u["requests"], want, want + 2))
+    if u["bytes"] > s + min(s, chunk) + 65536:
         sys.exit("f%d.bin: %d bytes sent for %d" % (s, u["bytes"], s))
     print("   f%d.bin: %d request(s), %d bytes" % (s, u["requests"], u["bytes"]))
 PY
