@@ -1002,8 +1002,8 @@ static int derive_name(const char *file, const char *source, char *out, size_t l
 	return ret;
 }
 
-static int fill_result(struct mc_pull *p, const struct mc_pull_opts *o, struct mc_pull_result *res,
-		       struct mc_err *err)
+static int fill_result(struct mc_pull *p, const struct mc_fetch_stats *stats,
+		       struct mc_pull_result *res, struct mc_err *err)
 {
 	snprintf(res->name, sizeof(res->name), "%s", p->name);
 	res->version = p->version;
@@ -1011,8 +1011,8 @@ static int fill_result(struct mc_pull *p, const struct mc_pull_opts *o, struct m
 		res->bytes_fetched += p->file[i].f.bytes_fetched;
 		res->files_reused += p->file[i].reused;
 	}
-	/* The fetcher does not report which backend MC_WRITER_AUTO chose: "auto" then. */
-	res->writer = res->bytes_fetched ? mc_writer_kind_name(o->fetch.writer) : NULL;
+	if (res->bytes_fetched && stats->writer != MC_WRITER_AUTO)
+		res->writer = mc_writer_kind_name(stats->writer);
 	return version_totals(p->c, p->version, &res->files, &res->bytes, err);
 }
 
@@ -1020,6 +1020,8 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 		  struct mc_err *err)
 {
 	struct mc_fetch_file **files = NULL;
+	struct mc_fetch_stats own = {0};
+	struct mc_fetch_opts fo = o->fetch;
 	struct checked k = {0};
 	struct mc_pull p = {0};
 	char derived[129];
@@ -1058,14 +1060,17 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 		ret = mc_pull_file_set(&p, i, o->uris[i], k.source[i], k.path[i], err);
 		files[i] = &p.file[i].f;
 	}
+	/* The caller's stats, if it asked for them, else ours: the result names the writer. */
+	if (!fo.stats)
+		fo.stats = &own;
 	if (!ret)
-		ret = mc_fetch_run(&o->fetch, files, o->nuris, &mc_pull_ops, &p, err);
+		ret = mc_fetch_run(&fo, files, o->nuris, &mc_pull_ops, &p, err);
 	if (!ret)
 		ret = mc_pull_publish(&p, err);
 	if (ret)
 		mc_pull_fail(&p);
 	else
-		ret = fill_result(&p, o, res, err);
+		ret = fill_result(&p, fo.stats, res, err);
 	mc_pull_release(&p);
 	mc_free(files);
 out_checked:

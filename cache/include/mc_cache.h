@@ -48,10 +48,7 @@ struct mc_pull_result {
 	uint64_t bytes;		/* bytes in the model */
 	uint64_t bytes_fetched; /* bytes received from origins in this run */
 	uint64_t files_reused;	/* files already in the cache (same object, or same digest) */
-	/*
-	 * The writer backend asked for: "io_uring" or "pwrite", "auto" when the fetcher chose
-	 * (it does not say which), NULL when nothing was written. A static string.
-	 */
+	/* The writer backend used, "io_uring" or "pwrite"; NULL when nothing was written. */
 	const char *writer;
 };
 
