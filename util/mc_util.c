@@ -70,9 +70,8 @@ int mc_parse_size(const char *s, uint64_t *out)
 		shift = 40;
 		p++;
 		break;
-	case 'b':
 	case 'B':
-		break;
+		break; /* "512B": bytes, handled below */
 	default:
 		return MC_E_USAGE;
 	}

@@ -63,8 +63,8 @@ static void digest_by_definition(const uint8_t *data, uint64_t size, uint8_t out
 
 static void test_digest_agrees(void)
 {
-	static const uint64_t sizes[] = {0, 1, MC_HASH_BLOCK - 1, MC_HASH_BLOCK, MC_HASH_BLOCK + 1,
-					 3 * MC_HASH_BLOCK + 7};
+	static const uint64_t sizes[] = {
+	    0, 1, MC_HASH_BLOCK - 1, MC_HASH_BLOCK, MC_HASH_BLOCK + 1, 3 * MC_HASH_BLOCK + 7};
 	size_t max = 3 * MC_HASH_BLOCK + 7;
 	uint8_t *data = malloc(max), want[16], got[16], prev[16] = {0};
 
@@ -150,7 +150,8 @@ static void writer_roundtrip(enum mc_writer_kind kind)
 		req[i].buf = (const char *)src + order[i] * LEN;
 		req[i].len = LEN;
 		req[i].off = (uint64_t)order[i] * LEN;
-		/* The depth bounds what is in flight: a full writer says -EBUSY, never loses one. */
+		/* The depth bounds what is in flight: a full writer says -EBUSY, never loses one.
+		 */
 		while (mc_writer_queue(w, &req[i]) == -EBUSY) {
 			ASSERT_EQ(mc_writer_submit(w), 0);
 			ASSERT_GE(mc_writer_reap(w, true, on_done, &rp), 0);
@@ -257,9 +258,8 @@ static void test_url_check(void)
 	mc_free(red);
 
 	static const char *const bad[] = {
-		"ftp://h/x.bin?sig=SECRET", "file:///etc/passwd", "h/x.bin", "",
-		"http://h/?sig=SECRET",     "http://h/dir/",      "http://h/..",
-		"http:///x.bin",
+	    "ftp://h/x.bin?sig=SECRET", "file:///etc/passwd", "h/x.bin",     "",
+	    "http://h/?sig=SECRET",	"http://h/dir/",      "http://h/..", "http:///x.bin",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		mc_err_init(&err);
