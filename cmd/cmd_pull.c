@@ -15,10 +15,13 @@
 _Static_assert(MC_MAX_CONNECTIONS == 256, "update mc_cmd_pull_usage");
 _Static_assert(MC_DEFAULT_CONNECTIONS == 16, "update mc_cmd_pull_usage");
 _Static_assert(MC_DEFAULT_CHUNK_SIZE == 16u << 20, "update mc_cmd_pull_usage");
+_Static_assert(MC_DEFAULT_RETRIES == 5, "update mc_cmd_pull_usage");
+_Static_assert(MC_DEFAULT_STALL_S == 5, "update mc_cmd_pull_usage");
 
 const char mc_cmd_pull_usage[] =
     "usage: mcache pull URI... [--name NAME] [--connections N] [--chunk-size SIZE]\n"
     "                          [--max-rate RATE] [--ca-file FILE] [--writer KIND]\n"
+    "                          [--retries N] [--stall-timeout SECONDS]\n"
     "\n"
     "Fetches every URI (http:// or https://) into the cache as one model; its files\n"
     "appear under CACHE_DIR/models/NAME/, each complete and verified. What the cache\n"
@@ -32,7 +35,12 @@ const char mc_cmd_pull_usage[] =
     "                       (default: none)\n"
     "  --ca-file FILE       CA certificates (PEM) for https:// (default: $SSL_CERT_FILE,\n"
     "                       else the system's)\n"
-    "  --writer KIND        auto, io_uring or pwrite (default: $MCACHE_WRITER, else auto)\n";
+    "  --writer KIND        auto, io_uring or pwrite (default: $MCACHE_WRITER, else auto)\n"
+    "  --retries N          further tries of a range after a transient failure, 0 to 100,\n"
+    "                       each on a new connection after a backoff (default 5)\n"
+    "  --stall-timeout SECONDS\n"
+    "                       abort and retry a transfer that receives nothing for this\n"
+    "                       long, 1 to 3600 (default 5)\n";
 
 enum {
 	OPT_NAME = MC_CLI_OPT_CMD,
@@ -41,6 +49,8 @@ enum {
 	OPT_MAX_RATE,
 	OPT_CA_FILE,
 	OPT_WRITER,
+	OPT_RETRIES,
+	OPT_STALL_TIMEOUT,
 };
 
 static const struct option pull_options[] = {
@@ -50,6 +60,8 @@ static const struct option pull_options[] = {
     {"max-rate", required_argument, NULL, OPT_MAX_RATE},
     {"ca-file", required_argument, NULL, OPT_CA_FILE},
     {"writer", required_argument, NULL, OPT_WRITER},
+    {"retries", required_argument, NULL, OPT_RETRIES},
+    {"stall-timeout", required_argument, NULL, OPT_STALL_TIMEOUT},
     {NULL, 0, NULL, 0},
 };
 
@@ -57,6 +69,7 @@ static int pull_option(void *ctx, int opt, const char *arg, struct mc_err *err)
 {
 	struct mc_pull_opts *o = ctx;
 	char q[80];
+	uint64_t v;
 
 	switch (opt) {
 	case OPT_NAME:
@@ -84,6 +97,21 @@ static int pull_option(void *ctx, int opt, const char *arg, struct mc_err *err)
 			    err, MC_E_USAGE,
 			    "invalid --writer '%s': expected auto, io_uring or pwrite",
 			    mc_cli_quote(arg, q, sizeof(q)));
+		return 0;
+	case OPT_RETRIES:
+		if (mc_parse_uint(arg, 0, 100, &v))
+			return mc_err_set(err, MC_E_USAGE,
+					  "invalid --retries '%s': expected a number from 0 to 100",
+					  mc_cli_quote(arg, q, sizeof(q)));
+		o->fetch.retries = (unsigned)v;
+		return 0;
+	case OPT_STALL_TIMEOUT:
+		if (mc_parse_uint(arg, 1, 3600, &v))
+			return mc_err_set(
+			    err, MC_E_USAGE,
+			    "invalid --stall-timeout '%s': expected seconds from 1 to 3600",
+			    mc_cli_quote(arg, q, sizeof(q)));
+		o->fetch.stall_timeout_s = (unsigned)v;
 		return 0;
 	}
 	return MC_E_USAGE;
