@@ -19,6 +19,7 @@
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -204,10 +205,22 @@ static int fsync_fd(int fd)
 	return fsync(fd) ? -errno : 0;
 }
 
+static int no_space(struct mc_cache *c, const char *label, uint64_t need, uint64_t avail,
+		    struct mc_err *err)
+{
+	char h1[32], h2[32];
+
+	return mc_err_set(
+	    err, -ENOSPC,
+	    "not enough space in '%s' for '%s': %llu bytes (%s) needed, %llu (%s) free", c->dir,
+	    label, (unsigned long long)need, mc_format_size(need, h1, sizeof(h1)),
+	    (unsigned long long)avail, mc_format_size(avail, h2, sizeof(h2)));
+}
+
 int mc_store_tmp_create(struct mc_cache *c, const char *name, uint64_t size, const char *label,
 			int *out, struct mc_err *err)
 {
-	char human[32];
+	struct statvfs vfs;
 	int fd, ret = 0;
 
 	fd = openat(c->tmp_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -215,13 +228,22 @@ int mc_store_tmp_create(struct mc_cache *c, const char *name, uint64_t size, con
 		ret = mc_err_errno(err, -errno, "cannot create '%s/tmp/%s'", c->dir, name);
 		goto out;
 	}
+	/*
+	 * Before the first byte: compare with what the filesystem has free, then reserve the
+	 * whole file, so that a full disk is a clear error here and never a torn write later.
+	 * Files of one pull reserve in turn, so the free space seen here already excludes them.
+	 */
+	if (size && fstatvfs(c->tmp_fd, &vfs) == 0 &&
+	    (uint64_t)vfs.f_bavail * vfs.f_frsize < size) {
+		ret = no_space(c, label, size, (uint64_t)vfs.f_bavail * vfs.f_frsize, err);
+		goto out_unlink;
+	}
 	if (size == 0 || fallocate(fd, 0, 0, (off_t)size) == 0)
 		goto out_done;
 	if (errno == ENOSPC || errno == EDQUOT) {
-		ret = mc_err_set(err, -ENOSPC,
-				 "not enough space in '%s' for '%s': %llu bytes (%s) needed",
-				 c->dir, label, (unsigned long long)size,
-				 mc_format_size(size, human, sizeof(human)));
+		ret = no_space(
+		    c, label, size,
+		    fstatvfs(c->tmp_fd, &vfs) ? 0 : (uint64_t)vfs.f_bavail * vfs.f_frsize, err);
 		goto out_unlink;
 	}
 	if (errno != EOPNOTSUPP || ftruncate(fd, (off_t)size) != 0) {
