@@ -11,6 +11,7 @@ PKGS=(
 	libcurl4-openssl-dev liburing-dev libxxhash-dev libsqlite3-dev libjansson-dev
 	nginx openssl ca-certificates python3 sqlite3 curl
 	clang-format shellcheck
+	socat
 )
 BENCH_PKGS=(aria2 wget curl time)
 
