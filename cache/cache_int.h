@@ -18,7 +18,7 @@
 /* PRAGMA application_id of every mcache index: "MCCH". */
 #define MC_INDEX_APP_ID 0x4d434348
 /* PRAGMA user_version this build writes; older indexes are migrated on open. */
-#define MC_INDEX_VERSION 1
+#define MC_INDEX_VERSION 2
 /* A download row whose owner has not written a heartbeat for this long is free to take over. */
 #define MC_LEASE_TTL_S 60
 /* "ab/" + 32 hex digits + NUL: a blob's path beneath blobs/. */
@@ -44,6 +44,7 @@ enum mc_stmt {
 	MC_STMT_DOWNLOAD_GET,
 	MC_STMT_DOWNLOAD_INSERT,
 	MC_STMT_DOWNLOAD_SET_TMP,
+	MC_STMT_DOWNLOAD_SET_DIGEST,
 	MC_STMT_DOWNLOAD_CLAIM,
 	MC_STMT_DOWNLOAD_DELETE,
 	MC_STMT_DOWNLOAD_BY_TMP,

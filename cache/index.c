@@ -78,6 +78,12 @@ static const char *const migrations[MC_INDEX_VERSION] = {
     " nblocks INTEGER NOT NULL CHECK(nblocks > 0),"
     " digests BLOB NOT NULL CHECK(length(digests) = nblocks * 16),"
     " PRIMARY KEY(download_id, first_block)) WITHOUT ROWID;",
+    /*
+     * 1 → 2: a download's digest, recorded before its temp file is renamed into blobs/, so
+     * that a run killed between that rename and the index commit adopts the published blob
+     * instead of downloading the object again.
+     */
+    "ALTER TABLE downloads ADD COLUMN digest TEXT;",
 };
 
 static const char *const stmt_sql[MC_STMT_COUNT] = {
@@ -123,12 +129,13 @@ static const char *const stmt_sql[MC_STMT_COUNT] = {
 			   " ORDER BY f.version_id DESC LIMIT 1",
     [MC_STMT_DOWNLOAD_GET] = "SELECT id, size, etag, last_modified, coalesce(tmp_name, ''),"
 			     " coalesce(owner_pid, 0), coalesce(owner_boot_id, ''),"
-			     " coalesce(heartbeat_at, 0)"
+			     " coalesce(heartbeat_at, 0), coalesce(digest, '')"
 			     " FROM downloads WHERE source = ?1",
     [MC_STMT_DOWNLOAD_INSERT] =
 	"INSERT INTO downloads(source, size, etag, last_modified, owner_pid,"
 	" owner_boot_id, heartbeat_at, created_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
     [MC_STMT_DOWNLOAD_SET_TMP] = "UPDATE downloads SET tmp_name = ?2 WHERE id = ?1",
+    [MC_STMT_DOWNLOAD_SET_DIGEST] = "UPDATE downloads SET digest = ?2 WHERE id = ?1",
     [MC_STMT_DOWNLOAD_CLAIM] = "UPDATE downloads SET owner_pid = ?2, owner_boot_id = ?3,"
 			       " heartbeat_at = ?4 WHERE id = ?1",
     [MC_STMT_DOWNLOAD_DELETE] = "DELETE FROM downloads WHERE id = ?1",

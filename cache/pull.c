@@ -207,6 +207,7 @@ struct download_row {
 	char etag[256];
 	char last_modified[64];
 	char tmp_name[32];
+	char digest[MC_DIGEST_HEX]; /* set once the temp file is about to become a blob */
 };
 
 static int get_download(struct mc_pull *p, struct mc_pull_file *pf, struct download_row *d,
@@ -227,6 +228,7 @@ static int get_download(struct mc_pull *p, struct mc_pull_file *pf, struct downl
 		snprintf(d->etag, sizeof(d->etag), "%s", mc_index_text(s, 2));
 		snprintf(d->last_modified, sizeof(d->last_modified), "%s", mc_index_text(s, 3));
 		snprintf(d->tmp_name, sizeof(d->tmp_name), "%s", mc_index_text(s, 4));
+		snprintf(d->digest, sizeof(d->digest), "%s", mc_index_text(s, 8));
 	} else if (rc != SQLITE_DONE) {
 		ret = mc_index_fail(p->c, rc, err, "look up the download of '%s'", pf->f.label);
 	}
@@ -243,6 +245,35 @@ static bool same_object(const struct download_row *d, const struct mc_remote_inf
 	       !strcmp(d->etag, r->etag) && !strcmp(d->last_modified, r->last_modified);
 }
 
+static int record_blob(struct mc_pull *p, struct mc_pull_file *pf, const char *hex,
+		       const struct stat *st, struct mc_err *err);
+
+/*
+ * A run killed after renaming a finished temp file into blobs/ but before the index commit left
+ * a download row with its digest and no temp file: adopt the blob instead of fetching again.
+ */
+static int try_adopt(struct mc_pull *p, struct mc_pull_file *pf, const struct download_row *d,
+		     struct mc_err *err)
+{
+	char rel[MC_BLOB_REL_MAX];
+	struct stat st;
+	int ret = 0;
+
+	if (!d->digest[0] || mc_store_blob_rel_hex(d->digest, rel) ||
+	    fstatat(p->c->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != pf->f.remote.size)
+		goto out;
+	pf->download_id = d->id;
+	ret = record_blob(p, pf, d->digest, &st, err);
+	pf->download_id = 0;
+	if (ret)
+		goto out;
+	pf->f.skip = true;
+	pf->reused = true;
+out:
+	return ret;
+}
+
 /* Resumes a download of the same object left by an earlier run; sets f->fd when it does. */
 static int try_resume(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
 {
@@ -255,6 +286,11 @@ static int try_resume(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err 
 	ret = get_download(p, pf, &d, err);
 	if (ret || !d.id)
 		goto out;
+	if (same_object(&d, &f->remote)) {
+		ret = try_adopt(p, pf, &d, err);
+		if (ret || f->skip)
+			goto out;
+	}
 	fd = is_tmp_name(d.tmp_name)
 		 ? openat(p->c->tmp_fd, d.tmp_name, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
 		 : -1;
@@ -378,7 +414,7 @@ static int pull_open(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 	if (ret || f->skip)
 		goto out;
 	ret = try_resume(p, pf, err);
-	if (ret || f->fd >= 0)
+	if (ret || f->skip || f->fd >= 0)
 		goto out;
 	ret = start_download(p, pf, err);
 out:
@@ -496,6 +532,23 @@ out:
 	return ret;
 }
 
+/* Notes the digest on the download row before its temp file becomes a blob (see try_adopt). */
+static int record_digest(struct mc_pull *p, struct mc_pull_file *pf, const char *hex,
+			 struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int ret;
+
+	ret = mc_index_stmt(p->c, MC_STMT_DOWNLOAD_SET_DIGEST, &s, err);
+	if (ret)
+		goto out;
+	sqlite3_bind_int64(s, 1, pf->download_id);
+	sqlite3_bind_text(s, 2, hex, -1, SQLITE_STATIC);
+	ret = mc_index_exec(p->c, s, "record a download's digest", err);
+out:
+	return ret;
+}
+
 static int pull_done(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 {
 	struct mc_pull *p = ctx;
@@ -520,7 +573,9 @@ static int pull_done(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 		goto out;
 	}
 	mc_store_blob_rel(f->digest, hex, rel);
-	ret = blob_is_indexed(p, hex, rel, &indexed, err);
+	ret = record_digest(p, pf, hex, err);
+	if (!ret)
+		ret = blob_is_indexed(p, hex, rel, &indexed, err);
 	if (!ret)
 		ret = mc_store_blob_publish(p->c, f->fd, pf->tmp_name, f->digest, indexed, &st,
 					    &dedup, err);

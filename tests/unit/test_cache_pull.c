@@ -313,6 +313,65 @@ static void test_resume(void)
 	free(a);
 }
 
+/*
+ * A run killed after renaming its finished temp file into blobs/ but before the index commit:
+ * the next run adopts the published blob (its digest was recorded on the download row first)
+ * instead of downloading the object again.
+ */
+static void test_adopt_after_crash(void)
+{
+	struct fixture fx;
+	uint64_t size = 3 * MIB + 5;
+	uint8_t *a = tc_bytes(size, 21);
+	const struct tc_obj o = {"http://origin/m/w.bin", "w.bin", a, size, "\"w1\""};
+	char hex[MC_DIGEST_HEX], rel[MC_BLOB_REL_MAX], from[1024], to[1024], sql[256];
+	struct mc_fetch_file *f;
+	struct mc_pull p;
+	struct mc_err err;
+	int64_t id;
+
+	setup(&fx);
+	mc_err_init(&err);
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "m", o.url, 1, &err), 0);
+	tc_file_set(&p, 0, &o);
+	f = &p.file[0].f;
+	tc_probe(f, &o);
+	tc_open(&p, f);
+	id = p.file[0].download_id;
+	tc_write(&p, f, &o, 0, f->nblocks);
+	mc_digest_combine(f->block_digests, f->nblocks, size, f->digest);
+	/* What pull_done does up to the crash: digest on the row, then the rename. */
+	mc_store_blob_rel(f->digest, hex, rel);
+	snprintf(sql, sizeof(sql), "UPDATE downloads SET digest = '%s' WHERE id = %lld", hex,
+		 (long long)id);
+	ASSERT_EQ(sqlite3_exec(fx.c->db, sql, NULL, NULL, NULL), SQLITE_OK);
+	snprintf(from, sizeof(from), "%s/tmp/%lld.part", fx.dir, (long long)id);
+	snprintf(to, sizeof(to), "%s/blobs/%.2s", fx.dir, hex);
+	ASSERT_EQ(mkdir(to, 0755), 0);
+	snprintf(to, sizeof(to), "%s/blobs/%s", fx.dir, rel);
+	ASSERT_EQ(chmod(from, 0444), 0);
+	ASSERT_EQ(rename(from, to), 0);
+	tc_unprobe(f);
+	mc_pull_fail(&p);
+	mc_pull_release(&p);
+
+	ASSERT_EQ(mc_pull_begin(&p, fx.c, "m", o.url, 1, &err), 0);
+	tc_file_set(&p, 0, &o);
+	f = &p.file[0].f;
+	tc_probe(f, &o);
+	tc_open(&p, f);
+	ASSERT_TRUE(f->skip);
+	ASSERT_TRUE(p.file[0].reused);
+	tc_unprobe(f);
+	ASSERT_EQ(mc_pull_publish(&p, &err), 0);
+	mc_pull_release(&p);
+	expect_published(&fx, "m", &o);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM downloads"), 0);
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM blobs"), 1);
+	teardown(&fx);
+	free(a);
+}
+
 /* An object that changed between runs starts over: old blocks are never mixed in. */
 static void test_changed_object_starts_over(void)
 {
@@ -875,6 +934,7 @@ int main(void)
 	MC_RUN(test_reuse_and_repull);
 	MC_RUN(test_no_reuse_of_damaged_blob);
 	MC_RUN(test_resume);
+	MC_RUN(test_adopt_after_crash);
 	MC_RUN(test_changed_object_starts_over);
 	MC_RUN(test_no_validator_no_resume);
 	MC_RUN(test_live_download_not_stolen);
