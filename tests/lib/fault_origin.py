@@ -9,7 +9,12 @@ ETag, If-Match, If-Range), except where the request path asks for a fault:
     /__reset              forget all request counts and flipped files
 
 <spec> is a comma-separated list; a fault applies to the first `times` requests (default: all)
-for that spec+file, counted by the server, then the origin behaves. Faults:
+for that spec+file, counted by the server, then the origin behaves. Selectors:
+
+    times=K        only the first K requests (of those `at` selects) get the fault
+    at=OFFSET      only requests whose Range starts at byte OFFSET get the fault (and count
+                   towards `times`), e.g. at=8388608 for the third 4 MiB chunk
+Faults:
 
     reset=N        send N body bytes, then a TCP reset (SO_LINGER 0)
     close=N        send N body bytes, then a clean close (a short body)
@@ -20,20 +25,27 @@ for that spec+file, counted by the server, then the origin behaves. Faults:
     retry=S        add Retry-After: S (seconds); retrydate=S: the same as an HTTP-date
     stall=S        send the headers, then nothing for S seconds, then the body
     drip=B         send the body at B bytes per second
-    long=N         send N bytes more than announced
+    long=N         send N bytes more than announced (past Content-Length)
+    longcl=N       send N bytes more than the range, counted in Content-Length
     gzip           add Content-Encoding: gzip
-    etagflip       after `times` requests, the file's ETag (and its first byte) change
+    etagflip       after `times` requests, the file's ETag changes, and so does its content:
+                   the first byte of every 1 MiB block is inverted (see flipped_bytes())
     redirect=N     a chain of N 302 redirects before the file
     redirectto=U   one 302 to URL U (e.g. ftp://...)
 
-Every request is logged as one JSON line (method, path, range, status, bytes sent) to --log,
-so tests count what the origin really sent. Prints "PORT <n>" on stdout once listening.
+Every request is logged as one JSON line to --log when it ends: method, path, range, if_match,
+if_range, status, bytes (body bytes sent), t (when the request arrived, Unix seconds), t_end
+(when it ended), fault (whether a fault was applied) and aborted (the client went away first),
+so tests count what the origin really sent and when. A stall ends early when the client hangs
+up, so an aborted stall is logged at once. Prints "PORT <n>" on stdout once listening.
+
+    fault_origin.py flip FILE OUT   writes the flipped version of FILE (what etagflip serves)
 """
 import argparse
 import email.utils
-import hashlib
 import json
 import os
+import select
 import socket
 import struct
 import sys
@@ -45,6 +57,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 LOCK = threading.Lock()
 COUNTS = {}
 FLIPPED = set()
+MIB = 1 << 20
+
+
+def flipped_bytes(body, start):
+    """The flipped version of body (bytes at offset start): every MiB's first byte inverted."""
+    b = bytearray(body)
+    first = (start + MIB - 1) // MIB * MIB
+    for off in range(first, start + len(b), MIB):
+        b[off - start] ^= 0xFF
+    return bytes(b)
+
+
+def range_start(header):
+    """The first byte a single-range "bytes=A-B" header asks for, or None."""
+    unit, _, r = (header or "").partition("=")
+    a = r.partition("-")[0].strip()
+    if unit.strip() != "bytes" or "," in r or not a.isdigit():
+        return None
+    return int(a)
 
 
 def parse_spec(spec):
@@ -64,12 +95,15 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # quiet: the JSON log is the record
         pass
 
-    def record(self, status, sent):
+    def record(self, status, sent, aborted=False):
         line = json.dumps({"method": self.command, "path": self.path,
                            "range": self.headers.get("Range", ""),
                            "if_match": self.headers.get("If-Match", ""),
                            "if_range": self.headers.get("If-Range", ""),
-                           "status": status, "bytes": sent})
+                           "status": status, "bytes": sent,
+                           "t": round(self.t0, 4), "t_end": round(time.time(), 4),
+                           "fault": bool(getattr(self, "fault", False)),
+                           "aborted": aborted})
         with LOCK:
             with open(self.server.log_path, "a") as f:
                 f.write(line + "\n")
@@ -80,7 +114,17 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self.handle_get(head=False)
 
+    def client_gone(self):
+        """True when the client has closed its end (EOF) or reset the connection."""
+        try:
+            r, _, _ = select.select([self.connection], [], [], 0)
+            return bool(r) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def handle_get(self, head):
+        self.t0 = time.time()
+        self.fault = False
         path = self.path.split("?", 1)[0]
         if path == "/__reset":
             with LOCK:
@@ -93,14 +137,19 @@ class Handler(BaseHTTPRequestHandler):
             _, raw, name = name.split("/", 2)
             spec = parse_spec(urllib.parse.unquote(raw))
             key = raw + "/" + name
+        selected = "at" not in spec or range_start(self.headers.get("Range")) == int(spec["at"])
         with LOCK:
             n = COUNTS.get(key, 0)
-            COUNTS[key] = n + 1
+            if selected:
+                COUNTS[key] = n + 1
         times = int(spec.get("times", "1000000000"))
-        active = n < times
-        if "etagflip" in spec and not active:
-            FLIPPED.add(name)
+        active = selected and n < times
+        if "etagflip" in spec:
+            if selected and not active:
+                with LOCK:
+                    FLIPPED.add(name)
             active = False
+        self.fault = active
         fpath = os.path.join(self.server.root, name)
         if not os.path.isfile(fpath):
             return self.simple(404)
@@ -161,8 +210,10 @@ class Handler(BaseHTTPRequestHandler):
         with open(fpath, "rb") as f:
             f.seek(start)
             body = f.read(end - start)
-        if flipped and start == 0 and body:
-            body = bytes([body[0] ^ 0xFF]) + body[1:]  # a new version: other bytes too
+        if flipped:
+            body = flipped_bytes(body, start)  # a new version: other bytes too
+        if active and "longcl" in spec:
+            body += b"\0" * int(spec["longcl"])
         headers = {"ETag": etag, "Last-Modified": lastmod, "Accept-Ranges": "bytes",
                    "Content-Length": str(len(body))}
         if status == 206:
@@ -185,7 +236,12 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if active and "stall" in spec:
                 self.wfile.flush()
-                time.sleep(float(spec["stall"]))
+                deadline = time.time() + float(spec["stall"])
+                while time.time() < deadline:
+                    if self.client_gone():
+                        self.close_connection = True
+                        return self.record(status, 0, aborted=True)
+                    time.sleep(0.05)
             if active and ("reset" in spec or "close" in spec):
                 cut = int(spec.get("reset", spec.get("close")))
                 self.wfile.write(body[:cut])
@@ -202,6 +258,9 @@ class Handler(BaseHTTPRequestHandler):
                 rate = max(1, int(spec["drip"]))
                 step = max(1, rate // 10)
                 for i in range(0, len(body), step):
+                    if self.client_gone():
+                        self.close_connection = True
+                        return self.record(status, sent, aborted=True)
                     self.wfile.write(body[i:i + step])
                     self.wfile.flush()
                     sent += len(body[i:i + step])
@@ -210,7 +269,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
                 sent = len(body)
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            self.close_connection = True
+            return self.record(status, sent, aborted=True)
         self.record(status, sent)
 
     def simple(self, status, extra=None):
@@ -230,6 +290,10 @@ class Server(ThreadingHTTPServer):
 
 
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "flip":
+        with open(sys.argv[2], "rb") as f, open(sys.argv[3], "wb") as out:
+            out.write(flipped_bytes(f.read(), 0))
+        return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
     ap.add_argument("--log", required=True)
