@@ -1068,6 +1068,8 @@ static void xfer_finish(struct engine *e, struct xfer *x, CURLcode rc)
 					   "origin closed '%s' early: got %" PRIu64 " of %" PRIu64
 					   " bytes",
 					   f->label, x->pos - r->start, r->end - r->start);
+		} else if (rc == CURLE_OUT_OF_MEMORY) {
+			xfer_error(x, -ENOMEM, false, "cannot fetch '%s': out of memory", f->label);
 		} else {
 			xfer_error(x, MC_E_ORIGIN, curl_transient(rc), "cannot fetch '%s': %s",
 				   f->label, x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
@@ -1368,9 +1370,31 @@ void mc_fetch_opts_init(struct mc_fetch_opts *o)
 		o->writer = MC_WRITER_AUTO;
 }
 
+/* libcurl's allocator is routed through ours, so that failure injection reaches it too. */
+static void *curl_malloc(size_t n)
+{
+	return mc_malloc(n);
+}
+
+static void *curl_calloc(size_t nmemb, size_t size)
+{
+	return mc_calloc(nmemb, size);
+}
+
+static void *curl_realloc(void *p, size_t n)
+{
+	return mc_realloc(p, n);
+}
+
+static char *curl_strdup(const char *s)
+{
+	return mc_strdup(s);
+}
+
 int mc_fetch_global_init(struct mc_err *err)
 {
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+	if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, curl_malloc, mc_free, curl_realloc,
+				 curl_strdup, curl_calloc) != CURLE_OK)
 		return mc_err_set(err, MC_E_ORIGIN, "cannot initialise libcurl");
 	return 0;
 }

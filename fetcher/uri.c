@@ -19,6 +19,7 @@ int mc_url_check(const char *url, char **basename, char **redacted, struct mc_er
 	CURLU *h = NULL;
 	char *scheme = NULL, *host = NULL, *path = NULL, *safe = NULL, *base = NULL;
 	const char *slash;
+	CURLUcode uc;
 	int ret = MC_E_USAGE;
 
 	safe = mc_url_redact(url);
@@ -29,20 +30,31 @@ int mc_url_check(const char *url, char **basename, char **redacted, struct mc_er
 		ret = mc_err_set(err, -ENOMEM, "cannot allocate a URL");
 		goto out;
 	}
-	if (curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK) {
+	uc = curl_url_set(h, CURLUPART_URL, url, 0);
+	if (uc == CURLUE_OUT_OF_MEMORY)
+		goto out_nomem;
+	if (uc != CURLUE_OK) {
 		mc_err_set(err, ret, "invalid URL '%s'", safe);
 		goto out;
 	}
-	if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-	    (strcmp(scheme, "http") && strcmp(scheme, "https"))) {
+	uc = curl_url_get(h, CURLUPART_SCHEME, &scheme, 0);
+	if (uc == CURLUE_OUT_OF_MEMORY)
+		goto out_nomem;
+	if (uc != CURLUE_OK || (strcmp(scheme, "http") && strcmp(scheme, "https"))) {
 		mc_err_set(err, ret, "unsupported URL scheme in '%s' (http and https only)", safe);
 		goto out;
 	}
-	if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host) {
+	uc = curl_url_get(h, CURLUPART_HOST, &host, 0);
+	if (uc == CURLUE_OUT_OF_MEMORY)
+		goto out_nomem;
+	if (uc != CURLUE_OK || !*host) {
 		mc_err_set(err, ret, "URL '%s' has no host", safe);
 		goto out;
 	}
-	if (curl_url_get(h, CURLUPART_PATH, &path, CURLU_URLDECODE) != CURLUE_OK) {
+	uc = curl_url_get(h, CURLUPART_PATH, &path, CURLU_URLDECODE);
+	if (uc == CURLUE_OUT_OF_MEMORY)
+		goto out_nomem;
+	if (uc != CURLUE_OK) {
 		mc_err_set(err, ret, "URL '%s' has an undecodable path", safe);
 		goto out;
 	}
@@ -58,10 +70,8 @@ int mc_url_check(const char *url, char **basename, char **redacted, struct mc_er
 	}
 	if (basename) {
 		base = mc_strdup(slash);
-		if (!base) {
-			ret = mc_err_set(err, -ENOMEM, "cannot allocate a URL");
-			goto out;
-		}
+		if (!base)
+			goto out_nomem;
 	}
 	ret = 0;
 	if (basename) {
@@ -72,6 +82,9 @@ int mc_url_check(const char *url, char **basename, char **redacted, struct mc_er
 		*redacted = safe;
 		safe = NULL;
 	}
+	goto out;
+out_nomem:
+	ret = mc_err_set(err, -ENOMEM, "cannot allocate a URL");
 out:
 	mc_free(base);
 	mc_free(safe);
