@@ -71,6 +71,7 @@ struct range {
 	uint64_t first_block, nblocks;
 	uint64_t start, end;	/* bytes [start, end) */
 	unsigned writes;	/* buffers queued and not yet completed */
+	uint64_t bad_from;	/* the lowest offset of a failed write, UINT64_MAX when none */
 	bool body_done;		/* no more bytes will come for it */
 	bool probe;		/* the first request of the file: the size is not known yet */
 	unsigned attempt;	/* 0 for the first try */
@@ -301,7 +302,11 @@ static int span_push(struct mc_fetch_priv *p, uint64_t first, uint64_t count)
 	return 0;
 }
 
-/* A range whose body and writes are both finished joins its file's list awaiting a sync. */
+/*
+ * A range whose body and writes are both finished joins its file's list awaiting a sync. Only
+ * blocks whose bytes all reached the file count: a block hashed in memory but written by a
+ * write that failed would be recorded as held while the disk has something else.
+ */
 static void range_maybe_complete(struct engine *e, struct range *r)
 {
 	struct mc_fetch_priv *p;
@@ -309,6 +314,11 @@ static void range_maybe_complete(struct engine *e, struct range *r)
 	if (!r->body_done || r->writes)
 		return;
 	p = r->f->priv;
+	if (r->bad_from != UINT64_MAX) {
+		uint64_t good = r->bad_from / MC_HASH_BLOCK;
+
+		r->nblocks = good > r->first_block ? min_u64(r->nblocks, good - r->first_block) : 0;
+	}
 	if (span_push(p, r->first_block, r->nblocks) < 0)
 		fail(e, -ENOMEM, "cannot record progress of '%s'", r->f->label);
 	p->ranges--;
@@ -400,8 +410,10 @@ static void on_write_done(void *ctx, struct mc_wreq *req, int res)
 	}
 	b = req->tag;
 	r = b->range;
-	if (res < 0)
+	if (res < 0) {
 		fail(e, res, "cannot write '%s': %s", r->f->label, strerror(-res));
+		r->bad_from = min_u64(r->bad_from, b->req.off);
+	}
 	buf_put(e, b);
 	r->writes--;
 	range_maybe_complete(e, r);
@@ -847,6 +859,7 @@ static struct range *range_new(struct engine *e, struct mc_fetch_file *f, uint64
 	r->nblocks = count;
 	r->start = first * MC_HASH_BLOCK;
 	r->end = min_u64((first + count) * MC_HASH_BLOCK, f->remote.size);
+	r->bad_from = UINT64_MAX;
 	f->priv->ranges++;
 	return r;
 }

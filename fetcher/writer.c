@@ -8,6 +8,10 @@
  *
  * pwrite: the request is carried out at queue time (looping over short writes and EINTR) and
  * put on a completion list, so the engine's reap path is the same for both backends.
+ *
+ * Fault injection for tests: MCACHE_FAIL_WRITE=N[:ERRNAME] makes the Nth write request and every
+ * later one complete with -ERRNAME (EIO, ENOSPC, EDQUOT; default EIO), in both backends, without
+ * touching the file, as a disk that fails or fills mid-download would.
  */
 #include "writer.h"
 
@@ -15,6 +19,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -23,6 +28,9 @@
 
 struct mc_writer {
 	enum mc_writer_kind kind;
+	unsigned long writes;  /* write requests queued so far */
+	unsigned long fail_at; /* MCACHE_FAIL_WRITE: the first write to fail, 0 for none */
+	int fail_errno;
 	unsigned depth;
 	unsigned inflight;
 	/* io_uring */
@@ -81,6 +89,31 @@ out_ring:
 	return ret;
 }
 
+static void fault_from_env(struct mc_writer *w)
+{
+	static const struct {
+		const char *name;
+		int err;
+	} names[] = {{"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT}};
+	const char *s = getenv("MCACHE_FAIL_WRITE"), *colon;
+	char *end;
+
+	if (!s || !*s)
+		return;
+	w->fail_at = strtoul(s, &end, 10);
+	w->fail_errno = EIO;
+	colon = strchr(s, ':');
+	for (size_t i = 0; colon && i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(colon + 1, names[i].name))
+			w->fail_errno = names[i].err;
+}
+
+/* True when the injected fault claims this write request. */
+static bool fault_hits(struct mc_writer *w, const struct mc_wreq *r)
+{
+	return !r->sync && w->fail_at && w->writes >= w->fail_at;
+}
+
 int mc_writer_new(struct mc_writer **out, enum mc_writer_kind kind, unsigned depth,
 		  struct mc_err *err)
 {
@@ -91,6 +124,7 @@ int mc_writer_new(struct mc_writer **out, enum mc_writer_kind kind, unsigned dep
 		return mc_err_set(err, -ENOMEM, "cannot allocate the writer");
 	w->depth = depth ? depth : 64;
 	w->efd = -1;
+	fault_from_env(w);
 	w->kind = MC_WRITER_PWRITE;
 	if (kind != MC_WRITER_PWRITE) {
 		ret = uring_init(w);
@@ -174,12 +208,15 @@ int mc_writer_queue(struct mc_writer *w, struct mc_wreq *r)
 		return -EBUSY;
 	r->done = 0;
 	r->next = NULL;
-	if (w->kind == MC_WRITER_URING) {
+	r->res = 0;
+	if (!r->sync)
+		w->writes++;
+	if (w->kind == MC_WRITER_URING && !fault_hits(w, r)) {
 		ret = uring_prep(w, r);
 		if (ret < 0)
 			return ret;
 	} else {
-		r->res = pwrite_do(r);
+		r->res = fault_hits(w, r) ? -w->fail_errno : pwrite_do(r);
 		if (w->done_tail)
 			w->done_tail->next = r;
 		else
@@ -257,8 +294,12 @@ int mc_writer_reap(struct mc_writer *w, bool wait,
 {
 	int n = 0;
 
-	if (w->kind == MC_WRITER_URING)
-		return uring_reap(w, wait, cb, ctx);
+	if (w->kind == MC_WRITER_URING) {
+		n = uring_reap(w, wait && !w->done_head, cb, ctx);
+		if (n < 0)
+			return n;
+	}
+	/* The pwrite backend's completions, and injected faults of either backend. */
 	while (w->done_head) {
 		struct mc_wreq *r = w->done_head;
 		int res = r->res;
