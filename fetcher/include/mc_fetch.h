@@ -81,6 +81,8 @@ struct mc_fetch_stats {
 	uint64_t retries;	    /* of which retries after a transient failure */
 	uint64_t steals;	    /* ranges split off slow transfers at the tail */
 	uint64_t bytes;		    /* body bytes received */
+	uint64_t held_checked;	    /* blocks held from an earlier run, reread and rehashed */
+	uint64_t held_refetched;    /* ... of which did not match and were fetched again */
 };
 
 /* Fills @o with the defaults above, the writer from MCACHE_WRITER when set. */
