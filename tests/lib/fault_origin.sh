@@ -12,6 +12,7 @@
 #   fault_log MARK PYEXPR   evaluates PYEXPR over the requests logged after MARK, bound to `r`
 #                           (a list of dicts: path, range, start, status, bytes, t, t_end,
 #                           fault, aborted), and prints the result (JSON for containers)
+#   fault_log_now MARK PYEXPR   the same without waiting (after a fault_log_settle)
 # The origin logs a request when it ends; fault_log waits until the log stops growing.
 
 FAULT_PID=""
@@ -55,7 +56,6 @@ fault_stop() {
 
 fault_reset() {
 	curl -sf --max-time 5 "$FAULT_URL/__reset" >/dev/null || fail "the fault origin does not answer /__reset"
-	fault_log_settle
 }
 
 fault_url() {
@@ -69,7 +69,7 @@ fault_log_settle() {
 	local a b
 	b=$(wc -l <"$FAULT_LOG")
 	while :; do
-		sleep 0.2
+		sleep 0.15
 		a=$(wc -l <"$FAULT_LOG")
 		[ "$a" = "$b" ] && return 0
 		b=$a
@@ -83,6 +83,10 @@ fault_log_mark() {
 
 fault_log() {
 	fault_log_settle
+	fault_log_now "$@"
+}
+
+fault_log_now() {
 	python3 - "$FAULT_LOG" "$1" "$2" <<'PY' || fail "cannot evaluate '$2' on the fault origin's log"
 import json, sys
 r = []
