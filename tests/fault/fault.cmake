@@ -3,3 +3,5 @@
 # tests/CMakeLists.txt, so script paths are relative to tests/. Each test bounds its own time;
 # under ASan (MCACHE_BIN in build-asan, or MC_ASAN=1) the heavy ones do less, see each script.
 mc_script_test(fault.origin_faults fault/ft_origin_faults.sh fault 240)
+mc_script_test(fault.proxy_cut fault/ft_proxy_cut.sh fault 180)
+mc_script_test(fault.disk_full fault/ft_disk_full.sh fault 180)
