@@ -142,13 +142,18 @@ static void print_result(const struct mc_pull_result *r, double seconds)
 
 	printf("pulled ");
 	mc_cli_put(stdout, r->name);
-	printf(": %llu %s, %s in %.2f s (%s/s), fetched %s, reused %llu %s, writer %s\n",
-	       (unsigned long long)r->files, mc_cli_plural(r->files, "file", "files"),
-	       mc_format_size(r->bytes, size, sizeof(size)), seconds,
-	       mc_format_size((uint64_t)per_s, rate, sizeof(rate)),
-	       mc_format_size(r->bytes_fetched, fetched, sizeof(fetched)),
-	       (unsigned long long)r->files_reused, mc_cli_plural(r->files_reused, "file", "files"),
-	       r->writer ? r->writer : "none");
+	printf(": %llu %s, %s in %.2f s, ", (unsigned long long)r->files,
+	       mc_cli_plural(r->files, "file", "files"),
+	       mc_format_size(r->bytes, size, sizeof(size)), seconds);
+	/* A warm cache fetches nothing: say so rather than print a rate of 0 B/s. */
+	if (r->bytes_fetched)
+		printf("fetched %s at %s/s",
+		       mc_format_size(r->bytes_fetched, fetched, sizeof(fetched)),
+		       mc_format_size((uint64_t)per_s, rate, sizeof(rate)));
+	else
+		printf("fetched nothing");
+	printf(", reused %llu %s, writer %s\n", (unsigned long long)r->files_reused,
+	       mc_cli_plural(r->files_reused, "file", "files"), r->writer ? r->writer : "none");
 }
 
 int mc_cmd_pull(int argc, char **argv, struct mc_cli *cli)
