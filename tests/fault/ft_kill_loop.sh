@@ -22,7 +22,7 @@
 #   stay within 1.05 x model + 2 x connections x chunk.
 # Knobs: MC_KILLS (default 50; long mode: MC_KILLS=500, ~4 min), MC_SEED (the kill times;
 # printed), MC_KILL_SIZE (default 256M), MC_KILL_RATE (nginx's rate per connection, default 6m).
-# Under ASan (MCACHE_BIN under build-asan, or MC_ASAN=1) the defaults are 30 kills of 128 MiB.
+# Under ASan (MCACHE_BIN under build-asan, or MC_ASAN=1) the model is 128 MiB.
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/nginx.sh"
@@ -31,7 +31,7 @@ mc_setup
 ASAN=${MC_ASAN:-0}
 case $MCACHE_BIN in *build-asan*) ASAN=1 ;; esac
 if [ "$ASAN" = 1 ]; then
-	KILLS=${MC_KILLS:-30}
+	KILLS=${MC_KILLS:-50}
 	SIZE=${MC_KILL_SIZE:-128M}
 else
 	KILLS=${MC_KILLS:-50}
