@@ -10,7 +10,8 @@
 #   Each round starts a pull and SIGKILLs it after a random 50-600 ms. After EVERY kill: the run
 #   died of the kill (or finished with 0, never another error) and nothing partial is visible
 #   under a final name: every blob under blobs/ and every file under models/km/ (once it exists)
-#   is byte-identical to an origin file, and models/ holds nothing else. A run that completes
+#   is byte-identical to an origin file, models/ holds nothing else, and tmp/ (partial downloads)
+#   never holds more bytes than the model (they are resumed, not piled up). A run that completes
 #   the model before its kill ends an "epoch" (checked, then the loop goes on in an empty cache),
 #   so every kill lands in a pull with work left. At the end: one pull completes at full speed,
 #   the files are identical, verify --deep is clean, and the body bytes nginx sent in all
@@ -99,6 +100,11 @@ check_visible() {
 			cmp -s "$WWW/km/$f" "$C/models/km/$f" ||
 				fail "round $1: models/km/$f is visible and differs from the origin's"
 		done
+	fi
+	# Partial downloads are reused, not piled up: tmp/ never holds more than the model.
+	if [ -d "$C/tmp" ]; then
+		s=$(du -s --apparent-size -B1 "$C/tmp" | cut -f1)
+		[ "$s" -le $((MODEL + MIB)) ] || fail "round $1: tmp/ holds $s bytes for a $MODEL-byte model: $(ls "$C/tmp" | head -n 20 | tr '\n' ' ')"
 	fi
 	if [ -d "$C/models" ]; then
 		for f in "$C"/models/*; do
