@@ -5,12 +5,12 @@
 #   transient faults (reset or clean close mid-body, 200 to a range, wrong or missing
 #   Content-Range, a body longer than the range, 503/429 with Retry-After in seconds and as an
 #   HTTP-date, a stall, a drip, a redirect chain): the pull succeeds, the file is byte-identical,
-#   and the origin's log shows the retry (and its timing where it matters);
+#   and the origin's log shows the retry, on a fresh connection (and its timing where it matters);
 #   permanent faults (404, 403, 416, gzip on a range, 500 forever with --retries 2, a redirect to
 #   ftp://, too many redirects): exit 3, exactly one "mcache: " line, nothing under models/, no
 #   retry where none is due (exactly 3 tries for the 500);
-#   the object changes mid-download (ETag flip): exit 3, nothing published, and the next pull
-#   gives exactly the new content, never a mix of the two versions.
+#   the object changes mid-download (ETag flip; and Last-Modified only, without ETag): exit 3,
+#   nothing published, and the next pull gives exactly the new content, never a mix.
 # Each case uses its own cache directory and a fresh origin state (/__reset).
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
@@ -75,6 +75,9 @@ a_retry_after() {
 	[ "$n" -ge 1 ] || fail "$1: the origin never applied the fault (log: $(q 'r'))"
 	ok=$(q "any(x['status'] == 206 and not x['fault'] and not x['aborted'] and x['t'] >= max(f['t'] for f in $FAULTED) for x in $IN_CHUNK)")
 	[ "$ok" = true ] || fail "$1: no 206 for the chunk after the fault: $(q "$IN_CHUNK")"
+	# A failed range is retried on a fresh connection (the old one may be what was broken).
+	ok=$(q "all(x['peer'] not in [f['peer'] for f in $FAULTED] for x in $IN_CHUNK if not x['fault'] and x['t'] >= min(f['t'] for f in $FAULTED))")
+	[ "$ok" = true ] || fail "$1: a retry reused the faulted connection: $(q "[(x['start'], x['status'], x['peer'], x['fault']) for x in $IN_CHUNK]")"
 }
 
 transient reset "at=$AT,reset=1500000,times=1"
@@ -188,27 +191,32 @@ permanent redirect-loop "redirect=40"
 N=$(q 'len(r)')
 assert_le "$N" 64 "requests for an endless redirect chain"
 
-step "the object changes mid-download (etagflip after 2 requests)"
-python3 "$MC_LIB_DIR/fault_origin.py" flip "$WWW/$F" "$MC_TMP/new-$F"
-fault_reset
-C=$MC_TMP/c-flip
-URL=$(fault_url "etagflip,times=2" "$F")
-MARK=$(fault_log_mark)
-mc_expect 3 --cache-dir "$C" pull "$URL" --name flip --chunk-size 4M --connections 4
-fault_log_settle
-assert_one_error_line
-grep -qi 'changed' "$MC_STDERR" || fail "the error does not say the object changed: $(cat "$MC_STDERR")"
-[ ! -e "$C/models/flip" ] || fail "a pull that saw two versions published models/flip"
-log "first pull: $(q '[(x["start"], x["status"], x["if_match"]) for x in r]')"
-[ "$(q "any(x['status'] == 412 for x in r)")" = true ] || fail "no range was refused with 412 (If-Match)"
-[ "$(q "all(x['if_match'] for x in r[1:] if x['status'] in (206, 412))")" = true ] ||
-	fail "a range after the probe was sent without If-Match: $(q 'r')"
-step "the next pull fetches the new version, whole"
-MARK=$(fault_log_mark)
-mc_expect 0 --cache-dir "$C" pull "$URL" --name flip --chunk-size 4M --connections 4
-if ! cmp -s "$MC_TMP/new-$F" "$C/models/flip/$F"; then
-	cmp "$C/models/flip/$F" "$WWW/$F" >/dev/null 2>&1 && fail "the second pull published the OLD version"
-	python3 - "$WWW/$F" "$MC_TMP/new-$F" "$C/models/flip/$F" <<'PY' >&2
+# flip_case NAME SPEC: the object changes after the first 2 requests (probe + one range): the
+# pull fails with exit 3 (a range refused with 412, or answered 200 to a stale If-Range), and
+# nothing is published; the next pull gives exactly the new version (every MiB differs between
+# the two, so a block kept from the old one would show).
+flip_case() {
+	local name=$1 spec=$2
+	step "the object changes mid-download: $name ($spec)"
+	fault_reset
+	C=$MC_TMP/c-$name
+	URL=$(fault_url "$spec" "$F")
+	MARK=$(wc -l <"$FAULT_LOG")
+	mc_expect 3 --cache-dir "$C" pull "$URL" --name "$name" --chunk-size 4M --connections 4
+	fault_log_settle
+	assert_one_error_line
+	grep -qi 'changed' "$MC_STDERR" || fail "the error does not say the object changed: $(cat "$MC_STDERR")"
+	[ ! -e "$C/models/$name" ] || fail "a pull that saw two versions published models/$name"
+	log "first pull: $(q '[(x["start"], x["status"], x["if_match"] or x["if_range"]) for x in r]')"
+	[ "$(q "any(x['status'] in (412, 200) for x in r[1:])")" = true ] ||
+		fail "no range was refused (412 to If-Match, or 200 to a stale If-Range)"
+	[ "$(q "all(x['if_match'] or x['if_range'] for x in r[1:] if x['status'] in (200, 206, 412))")" = true ] ||
+		fail "a range after the probe was sent without If-Match/If-Range: $(q 'r')"
+	MARK=$(wc -l <"$FAULT_LOG")
+	mc_expect 0 --cache-dir "$C" pull "$URL" --name "$name" --chunk-size 4M --connections 4
+	if ! cmp -s "$MC_TMP/new-$F" "$C/models/$name/$F"; then
+		cmp "$C/models/$name/$F" "$WWW/$F" >/dev/null 2>&1 && fail "$name: the second pull published the OLD version"
+		python3 - "$WWW/$F" "$MC_TMP/new-$F" "$C/models/$name/$F" <<'PY' >&2
 import sys
 old, new, got = (open(p, "rb").read() for p in sys.argv[1:])
 M = 1 << 20
@@ -216,7 +224,13 @@ blocks = ["new" if got[i:i + M] == new[i:i + M] else "OLD" if got[i:i + M] == ol
           for i in range(0, len(got), M)]
 print("per-MiB block versions:", " ".join(blocks))
 PY
-	fail "the second pull after an ETag change is not the new version (a mix of versions?)"
-fi
-log "models/flip/$F is the new version, byte for byte"
-mc_expect 0 --cache-dir "$C" verify --deep
+		fail "$name: the pull after the object changed is not the new version (a mix of versions?)"
+	fi
+	log "models/$name/$F is the new version, byte for byte"
+	mc_expect 0 --cache-dir "$C" verify --deep
+}
+
+python3 "$MC_LIB_DIR/fault_origin.py" flip "$WWW/$F" "$MC_TMP/new-$F"
+flip_case flip "etagflip,times=2"
+# Without an ETag, ranges are pinned with If-Range: Last-Modified; a changed object answers 200.
+flip_case flip-lastmod "etagflip,noetag,times=2"

@@ -29,13 +29,16 @@ Faults:
     longcl=N       send N bytes more than the range, counted in Content-Length
     gzip           add Content-Encoding: gzip
     etagflip       after `times` requests, the file's ETag changes, and so does its content:
-                   the first byte of every 1 MiB block is inverted (see flipped_bytes())
+                   the first byte of every 1 MiB block is inverted (see flipped_bytes()); its
+                   Last-Modified moves a day ahead
+    noetag         send no ETag (validators: Last-Modified only, so clients use If-Range)
     redirect=N     a chain of N 302 redirects before the file
     redirectto=U   one 302 to URL U (e.g. ftp://...)
 
 Every request is logged as one JSON line to --log when it ends: method, path, range, if_match,
 if_range, status, bytes (body bytes sent), t (when the request arrived, Unix seconds), t_end
-(when it ended), fault (whether a fault was applied) and aborted (the client went away first),
+(when it ended), fault (whether a fault was applied), aborted (the client went away first) and
+peer (the client's port: a new port is a new connection),
 so tests count what the origin really sent and when. A stall ends early when the client hangs
 up, so an aborted stall is logged at once. Prints "PORT <n>" on stdout once listening.
 
@@ -103,7 +106,7 @@ class Handler(BaseHTTPRequestHandler):
                            "status": status, "bytes": sent,
                            "t": round(self.t0, 4), "t_end": round(time.time(), 4),
                            "fault": bool(getattr(self, "fault", False)),
-                           "aborted": aborted})
+                           "aborted": aborted, "peer": self.client_address[1]})
         with LOCK:
             with open(self.server.log_path, "a") as f:
                 f.write(line + "\n")
@@ -159,7 +162,7 @@ class Handler(BaseHTTPRequestHandler):
         flipped = name in FLIPPED
         if flipped:
             etag = '"flipped-%x"' % size
-        lastmod = email.utils.formatdate(st.st_mtime, usegmt=True)
+        lastmod = email.utils.formatdate(st.st_mtime + (86400 if flipped else 0), usegmt=True)
 
         if active and "redirect" in spec:
             hops = int(spec["redirect"])
@@ -216,6 +219,8 @@ class Handler(BaseHTTPRequestHandler):
             body += b"\0" * int(spec["longcl"])
         headers = {"ETag": etag, "Last-Modified": lastmod, "Accept-Ranges": "bytes",
                    "Content-Length": str(len(body))}
+        if "noetag" in spec:
+            del headers["ETag"]
         if status == 206:
             cr = "bytes %d-%d/%d" % (start, end - 1, size)
             if active and "badrange" in spec:
