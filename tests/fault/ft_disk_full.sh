@@ -8,7 +8,11 @@
 #      and the bytes free, nothing published, the small model still verifies, ls --json parses;
 #   4. the tmpfs grown to 256 MiB (mount -o remount): the same pull completes, byte-identical,
 #      keeping what the failed run had: the origin's bytes over both runs stay within
-#      1.05 x the model + (connections + files) x chunk (what a run may lose in flight + probes).
+#      1.05 x the model + (connections + files) x chunk (what a run may lose in flight + probes);
+#   5. the disk filled by another writer while a pull runs (nginx /rate/, ~4 s): the pull's
+#      files were reserved up front, so it completes, or fails with 5 and one line (the index
+#      cannot grow); never a signal; after the filler goes the index verifies and a pull
+#      completes byte-identical, keeping the chunks made durable before the failure.
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/nginx.sh"
@@ -135,3 +139,48 @@ SUM=$((BYTES1 + BYTES2))
 LIMIT=$((BIGBYTES + BIGBYTES / 20 + (CONNS + ${#BIG[@]}) * CHUNK))
 log "origin bytes: failed run $BYTES1 + resumed run $BYTES2 = $SUM for a $BIGBYTES-byte model ($(python3 -c "print(round($SUM / $BIGBYTES, 3))")x); limit $LIMIT"
 assert_le "$SUM" "$LIMIT" "origin bytes over the failed and the resumed pull"
+
+step "5. the disk fills up while a pull runs"
+gen_model "$WWW/mid" 32M 2 23
+mapfile -t MID < <(cd "$WWW/mid" && ls)
+URLS=()
+for f in "${MID[@]}"; do URLS+=("$NGINX_URL/rate/mid/$f?rate=1m"); done
+"$MCACHE_BIN" --cache-dir "$C" pull "${URLS[@]}" --name mid --chunk-size 2M --connections 4 \
+	>"$MC_TMP/mid.out" 2>"$MC_TMP/mid.err" &
+PID=$!
+# 2 MiB ranges at 1 MiB/s on 4 connections: 8 ranges are whole (and durable) after ~2 s.
+sleep 2.2
+kill -0 "$PID" 2>/dev/null || fail "the paced pull ended within 2.2 s: $(cat "$MC_TMP/mid.err")"
+dd if=/dev/zero of="$FS/filler" bs=64k 2>/dev/null || true
+log "free after the filler: $(avail) bytes, the pull still running"
+MC_RC=0
+wait "$PID" || MC_RC=$?
+FIRST_RC=$MC_RC
+MC_STDERR=$MC_TMP/mid.err
+MC_STDOUT=$MC_TMP/mid.out
+no_signal
+case $MC_RC in
+0) log "the pull completed on its reserved space" ;;
+5) assert_one_error_line ;;
+*)
+	mc_show_output
+	fail "a pull whose disk filled up exited $MC_RC, want 0 or 5"
+	;;
+esac
+MC_STDOUT=$MC_TMP/stdout
+MC_STDERR=$MC_TMP/stderr
+SPANS=$(sqlite3 "$C/index.db" 'SELECT count(*) || " downloads, " || (SELECT coalesce(sum(nblocks), 0) FROM download_spans) || " blocks recorded" FROM downloads' 2>&1 || true)
+log "index after the failure: $SPANS; tmp/: $(ls "$C/tmp" | tr '\n' ' ')"
+rm -f "$FS/filler"
+index_ok
+URLS=()
+for f in "${MID[@]}"; do URLS+=("$NGINX_URL/rate/mid/$f"); done # the same objects: no ?rate, no cap
+mc_expect 0 --cache-dir "$C" pull "${URLS[@]}" --name mid --chunk-size 2M --connections 4 --json
+assert_same_tree "$WWW/mid" "$C/models/mid" "${MID[@]}"
+MIDBYTES=$(files_bytes "$WWW/mid" "${MID[@]}")
+FETCHED=$(json_find "$MC_STDOUT" bytes_fetched)
+log "after the filler went, the pull fetched $FETCHED of $MIDBYTES bytes"
+if [ "$FIRST_RC" -eq 5 ]; then
+	assert_le "$FETCHED" $((MIDBYTES - 4 * MIB)) "bytes fetched again after a no-space failure (the durable chunks must be kept)"
+fi
+mc_expect 0 --cache-dir "$C" verify --deep
