@@ -234,3 +234,26 @@ python3 "$MC_LIB_DIR/fault_origin.py" flip "$WWW/$F" "$MC_TMP/new-$F"
 flip_case flip "etagflip,times=2"
 # Without an ETag, ranges are pinned with If-Range: Last-Modified; a changed object answers 200.
 flip_case flip-lastmod "etagflip,noetag,times=2"
+
+step "SIGTERM while every connection is stalled: exit 130 within 5 s, one line"
+fault_reset
+C=$MC_TMP/c-term-stall
+"$MCACHE_BIN" --cache-dir "$C" pull "$(fault_url "stall=60" "$F")" --name term-stall \
+	--chunk-size 4M --connections 4 >"$MC_TMP/term.out" 2>"$MC_TMP/term.err" &
+PID=$!
+sleep 1.5
+kill -0 "$PID" 2>/dev/null || fail "the stalled pull ended before SIGTERM: $(cat "$MC_TMP/term.err")"
+S0=$(date +%s%N)
+kill -TERM "$PID"
+(sleep 10 && kill -KILL "$PID" 2>/dev/null) &
+WD=$!
+RC=0
+wait "$PID" || RC=$?
+kill "$WD" 2>/dev/null || true
+wait "$WD" 2>/dev/null || true
+MS=$((($(date +%s%N) - S0) / 1000000))
+log "SIGTERM with stalled connections: exit $RC after $MS ms: $(head -c 200 "$MC_TMP/term.err")"
+assert_eq "$RC" 130 "exit status after SIGTERM with stalled connections"
+assert_le "$MS" 5000 "milliseconds from SIGTERM to exit with stalled connections"
+MC_STDERR=$MC_TMP/term.err assert_one_error_line
+[ ! -e "$C/models/term-stall" ] || fail "an interrupted pull published models/term-stall"
