@@ -873,6 +873,13 @@ static int xfer_start(struct engine *e, struct xfer *x, struct range *r)
 	}
 	if (has_validator(r->probe ? &f->known : &f->remote) && !x->hdrs)
 		return fail(e, -ENOMEM, "cannot allocate request headers");
+	for (const char *const *h = f->headers; h && *h; h++) {
+		struct curl_slist *l = curl_slist_append(x->hdrs, *h);
+
+		if (!l)
+			return fail(e, -ENOMEM, "cannot allocate request headers");
+		x->hdrs = l;
+	}
 	snprintf(rng, sizeof(rng), "%" PRIu64 "-%" PRIu64, r->start, r->end - 1);
 	curl_easy_setopt(x->easy, CURLOPT_URL, f->url);
 	curl_easy_setopt(x->easy, CURLOPT_RANGE, rng);

@@ -115,6 +115,8 @@ struct mc_block_span {
 struct mc_fetch_file {
 	const char *url;   /* (in) full URL, may carry secrets: never logged or stored */
 	const char *label; /* (in) printable and secret-free, used in messages */
+	/* (in) extra "Name: value" request headers, NULL-terminated, may carry secrets; or NULL */
+	const char *const *headers;
 	void *user;	   /* (in) the caller's handle */
 	uint64_t max_size; /* (in) refuse objects larger than this; 0 → no limit */
 	/*

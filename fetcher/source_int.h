@@ -1,0 +1,21 @@
+/*
+ * Internal to fetcher/: the resolvers behind mc_source_resolve(), one per scheme. Each appends
+ * the objects its URI names to @list (mc_object_list_add) and follows mc_source_resolve()'s
+ * contract for codes and messages.
+ */
+#ifndef MC_SOURCE_INT_H
+#define MC_SOURCE_INT_H
+
+#include "mc_source.h"
+
+int mc_source_http_resolve(const char *uri, const struct mc_source_opts *o,
+			   struct mc_object_list *list, struct mc_err *err);
+int mc_source_s3_resolve(const char *uri, const struct mc_source_opts *o,
+			 struct mc_object_list *list, struct mc_err *err);
+int mc_source_hf_resolve(const char *uri, const struct mc_source_opts *o,
+			 struct mc_object_list *list, struct mc_err *err);
+
+/* True when @path matches one of o->include (or when there is no include list). */
+bool mc_source_included(const struct mc_source_opts *o, const char *path);
+
+#endif
