@@ -25,7 +25,8 @@ Faults:
     retry=S        add Retry-After: S (seconds); retrydate=S: the same as an HTTP-date
     stall=S        send the headers, then nothing for S seconds, then the body
     drip=B         send the body at B bytes per second
-    long=N         send N bytes more than announced (past Content-Length)
+    long=N         send N bytes more than announced (past Content-Length), 50 ms after the
+                   body: they wait on the kept-alive connection for the client's next request
     longcl=N       send N bytes more than the range, counted in Content-Length
     gzip           add Content-Encoding: gzip
     etagflip       after `times` requests, the file's ETag changes, and so does its content:
@@ -229,8 +230,7 @@ class Handler(BaseHTTPRequestHandler):
                 headers["Content-Range"] = cr
         if active and "gzip" in spec:
             headers["Content-Encoding"] = "gzip"
-        if active and "long" in spec:
-            body += b"\0" * int(spec["long"])
+        extra = b"\0" * int(spec["long"]) if active and "long" in spec else b""
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -273,6 +273,11 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.wfile.write(body)
                 sent = len(body)
+            if extra:
+                self.wfile.flush()
+                time.sleep(0.05)
+                self.wfile.write(extra)
+                sent += len(extra)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
             return self.record(status, sent, aborted=True)
