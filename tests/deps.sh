@@ -12,6 +12,7 @@ PKGS=(
 	nginx openssl ca-certificates python3 sqlite3 curl
 	clang-format shellcheck
 	socat
+	ceph-mon ceph-osd radosgw awscli # the S3 origin of the s3:// tests (tests/lib/rgw.sh)
 )
 BENCH_PKGS=(aria2 wget curl time)
 
