@@ -31,11 +31,10 @@ mc_setup
 
 ASAN=${MC_ASAN:-0}
 case $MCACHE_BIN in *build-asan*) ASAN=1 ;; esac
+KILLS=${MC_KILLS:-50}
 if [ "$ASAN" = 1 ]; then
-	KILLS=${MC_KILLS:-50}
 	SIZE=${MC_KILL_SIZE:-128M}
 else
-	KILLS=${MC_KILLS:-50}
 	SIZE=${MC_KILL_SIZE:-256M}
 fi
 RATE=${MC_KILL_RATE:-6m}
@@ -63,7 +62,6 @@ MODEL=$(files_bytes "$WWW/km" "${FILES[@]}")
 nginx_start "$WWW"
 URLS=()
 for f in "${FILES[@]}"; do URLS+=("$NGINX_URL/rate/km/$f?rate=$RATE"); done
-C=$MC_TMP/cache
 
 # Every origin file by size, to match blobs against.
 declare -A BY_SIZE=()
