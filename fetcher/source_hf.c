@@ -658,11 +658,12 @@ static int hf_get_failed(int ret, long status, const char *label, const char *fr
 					  "cannot resolve '%s': HTTP %ld: the repository is gated, "
 					  "private or missing; set HF_TOKEN to a token with access",
 					  label, status);
-		return mc_err_set(err, MC_E_ORIGIN,
-				  "cannot resolve '%s': HTTP %ld: the token from %s has no access "
-				  "(gated: accept the terms on the Hub; private: check the token, "
-				  "HF_TOKEN)",
-				  label, status, from);
+		return mc_err_set(
+		    err, MC_E_ORIGIN,
+		    "cannot resolve '%s': HTTP %ld: the token from %s was refused "
+		    "(a gated repository: accept its terms on the Hub; private: use a "
+		    "token with access)",
+		    label, status, from);
 	}
 	if (ret == MC_E_ORIGIN && status == 404)
 		return mc_err_set(
