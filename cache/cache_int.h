@@ -36,6 +36,7 @@ enum mc_stmt {
 	MC_STMT_MODELS_LIST,
 	MC_STMT_VERSION_INSERT,
 	MC_STMT_VERSION_STATE,
+	MC_STMT_VERSION_SET_TAG,
 	MC_STMT_VERSION_DELETE,
 	MC_STMT_VERSION_TOTALS,
 	MC_STMT_VERSION_SAME,
@@ -188,6 +189,9 @@ struct mc_pull_file {
 	bool recorded;	     /* a files row exists for this version */
 	bool reused;	     /* the bytes came from a blob already in the cache */
 	bool resumed;	     /* open found durable blocks of an earlier run */
+	bool size_listed;    /* the source listed the object's size: listed_size */
+	uint64_t listed_size;
+	char sha256[65]; /* the SHA-256 the origin publishes, checked before publishing */
 };
 
 struct mc_pull {
@@ -221,6 +225,9 @@ int mc_pull_file_set(struct mc_pull *p, size_t i, const char *url, const char *s
 int mc_pull_publish(struct mc_pull *p, struct mc_err *err);
 /* Marks the version failed; download rows and temp files stay for a resume. */
 void mc_pull_fail(struct mc_pull *p);
+
+/* Records @tag (the source's resolved revision, e.g. an HF commit) on the pull's version. */
+int mc_pull_set_tag(struct mc_pull *p, const char *tag, struct mc_err *err);
 /* Closes any fd still open and frees @p's memory. */
 void mc_pull_release(struct mc_pull *p);
 

@@ -107,6 +107,7 @@ static const char *const stmt_sql[MC_STMT_COUNT] = {
     [MC_STMT_VERSION_INSERT] = "INSERT INTO versions(model_id, state, created_at)"
 			       " VALUES(?1, 'pulling', ?2)",
     [MC_STMT_VERSION_STATE] = "UPDATE versions SET state = ?2, completed_at = ?3 WHERE id = ?1",
+    [MC_STMT_VERSION_SET_TAG] = "UPDATE versions SET tag = ?2 WHERE id = ?1",
     [MC_STMT_VERSION_DELETE] = "DELETE FROM versions WHERE id = ?1",
     [MC_STMT_VERSION_TOTALS] = "SELECT count(*), coalesce(sum(size), 0) FROM files"
 			       " WHERE version_id = ?1",
@@ -150,7 +151,8 @@ static const char *const stmt_sql[MC_STMT_COUNT] = {
 			    " size = excluded.size, inode = excluded.inode,"
 			    " mtime_ns = excluded.mtime_ns",
     [MC_STMT_FILE_INSERT] = "INSERT OR REPLACE INTO files(version_id, path, source, size, etag,"
-			    " last_modified, digest) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+			    " last_modified, digest, sha256) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+			    " nullif(?8, ''))",
     [MC_STMT_FILES_OF_VERSION] = "SELECT f.path, f.size, f.digest, f.source, f.etag,"
 				 " b.inode, b.mtime_ns"
 				 " FROM files f JOIN blobs b ON b.digest = f.digest"

@@ -12,6 +12,7 @@
 #include "cache_int.h"
 
 #include "mc_alloc.h"
+#include "mc_source.h"
 #include "mc_util.h"
 
 #include <errno.h>
@@ -42,6 +43,7 @@ static int record_file(struct mc_pull *p, struct mc_pull_file *pf, const char *h
 	sqlite3_bind_text(s, 5, r->etag, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 6, r->last_modified, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 7, hex, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 8, pf->sha256, -1, SQLITE_STATIC);
 	ret = mc_index_exec(p->c, s, "record a file", err);
 	if (ret)
 		goto out;
@@ -410,6 +412,13 @@ static int pull_open(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 
 	f->fd = -1;
 	f->skip = false;
+	if (pf->size_listed && f->remote.size != pf->listed_size) {
+		ret = mc_err_set(err, MC_E_ORIGIN,
+				 "'%s' has %llu bytes at the origin but %llu in its listing",
+				 f->label, (unsigned long long)f->remote.size,
+				 (unsigned long long)pf->listed_size);
+		goto out;
+	}
 	ret = try_reuse(p, pf, err);
 	if (ret || f->skip)
 		goto out;
@@ -549,6 +558,33 @@ out:
 	return ret;
 }
 
+/*
+ * The origin published a SHA-256 for this object (the Hub does for LFS files): check the whole
+ * file against it before it becomes a blob. SHA-256 cannot be computed by parallel ranges, so
+ * this is one sequential read of the file, for such objects only. A mismatch drops the download
+ * so that the next pull fetches it whole again.
+ */
+static int check_sha256(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	uint8_t sum[32];
+	char hex[65];
+	int ret;
+
+	ret = mc_sha256_file(pf->f.fd, pf->f.remote.size, sum);
+	if (ret)
+		return mc_err_errno(err, ret, "cannot read '%s/tmp/%s'", p->c->dir, pf->tmp_name);
+	mc_hex(sum, sizeof(sum), hex);
+	if (!strcmp(hex, pf->sha256))
+		return 0;
+	close(pf->f.fd);
+	pf->f.fd = -1;
+	drop_download(p, pf->download_id, pf->tmp_name, NULL);
+	pf->download_id = 0;
+	return mc_err_set(err, MC_E_INTEGRITY,
+			  "'%s' does not match its SHA-256: expected %s, got %s", pf->f.label,
+			  pf->sha256, hex);
+}
+
 static int pull_done(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 {
 	struct mc_pull *p = ctx;
@@ -571,6 +607,11 @@ static int pull_done(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 		    mc_err_set(err, MC_E_INTEGRITY, "'%s' has %llu bytes, expected %llu", f->label,
 			       (unsigned long long)st.st_size, (unsigned long long)f->remote.size);
 		goto out;
+	}
+	if (pf->sha256[0]) {
+		ret = check_sha256(p, pf, err);
+		if (ret)
+			goto out;
 	}
 	mc_store_blob_rel(f->digest, hex, rel);
 	ret = record_digest(p, pf, hex, err);
@@ -715,6 +756,19 @@ out:
 	 */
 	k->ranges = !ret && found;
 	return ret;
+}
+
+int mc_pull_set_tag(struct mc_pull *p, const char *tag, struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	int ret;
+
+	ret = mc_index_stmt(p->c, MC_STMT_VERSION_SET_TAG, &s, err);
+	if (ret)
+		return ret;
+	sqlite3_bind_int64(s, 1, p->version);
+	sqlite3_bind_text(s, 2, tag, -1, SQLITE_STATIC);
+	return mc_index_exec(p->c, s, "record the version's revision", err);
 }
 
 int mc_pull_file_set(struct mc_pull *p, size_t i, const char *url, const char *source,
@@ -956,86 +1010,68 @@ void mc_pull_release(struct mc_pull *p)
 }
 
 /* Checked URIs: file names and redacted forms, parallel to the request's URIs. */
-struct checked {
-	char **path;
-	char **source;
-	size_t n;
-};
-
-static void checked_release(struct checked *k)
-{
-	for (size_t i = 0; i < k->n; i++) {
-		mc_free(k->path[i]);
-		mc_free(k->source[i]);
-	}
-	mc_free(k->path);
-	mc_free(k->source);
-}
-
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Refuses two URIs that give the same file name in one model. */
-static int check_duplicates(const struct checked *k, const char *name, struct mc_err *err)
+/* Refuses two objects that would land on the same path in one model. */
+static int check_duplicates(const struct mc_object_list *objs, const char *name, struct mc_err *err)
 {
-	char **sorted = mc_malloc(k->n * sizeof(*sorted));
+	char **sorted = mc_malloc((objs->n ? objs->n : 1) * sizeof(*sorted));
 	int ret = 0;
 
-	if (!sorted) {
-		ret = mc_err_set(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	memcpy(sorted, k->path, k->n * sizeof(*sorted));
-	qsort(sorted, k->n, sizeof(*sorted), cmp_str);
-	for (size_t i = 1; i < k->n; i++) {
+	if (!sorted)
+		return mc_err_set(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < objs->n; i++)
+		sorted[i] = objs->obj[i].path;
+	qsort(sorted, objs->n, sizeof(*sorted), cmp_str);
+	for (size_t i = 1; i < objs->n; i++) {
 		if (!strcmp(sorted[i - 1], sorted[i])) {
-			ret =
-			    mc_err_set(err, MC_E_USAGE, "two URIs give the file '%s' in model '%s'",
-				       sorted[i], name);
+			ret = mc_err_set(err, MC_E_USAGE,
+					 "two URIs give the file '%s' in model '%s'", sorted[i],
+					 name);
 			break;
 		}
 	}
 	mc_free(sorted);
-out:
 	return ret;
 }
 
-static int check_uris(const struct mc_pull_opts *o, struct checked *k, struct mc_err *err)
+/* Every object the URIs name, in order; nothing is downloaded yet. */
+static int resolve_all(const struct mc_pull_opts *o, struct mc_object_list *objs,
+		       struct mc_err *err)
 {
+	struct mc_source_opts so = {.ca_file = o->fetch.ca_file,
+				    .connect_timeout_s = o->fetch.connect_timeout_s};
 	int ret = 0;
 
-	k->path = mc_calloc(o->nuris, sizeof(*k->path));
-	k->source = mc_calloc(o->nuris, sizeof(*k->source));
-	if (!k->path || !k->source) {
-		ret = mc_err_set(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	k->n = o->nuris;
-	for (size_t i = 0; i < k->n; i++) {
-		ret = mc_url_check(o->uris[i], &k->path[i], &k->source[i], err);
-		if (ret)
-			goto out;
-		if (!mc_relpath_is_valid(k->path[i])) {
-			ret = mc_err_set(err, MC_E_USAGE, "'%s' does not name a usable file",
-					 k->source[i]);
-			goto out;
+	for (size_t i = 0; i < o->nuris && !ret; i++) {
+		if (!mc_source_known(o->uris[i])) {
+			char *safe = mc_url_redact(o->uris[i]);
+
+			ret = mc_err_set(
+			    err, MC_E_USAGE,
+			    "unsupported URI '%.300s': use http://, https://, s3:// or hf://",
+			    safe ? safe : "");
+			mc_free(safe);
+			break;
 		}
+		ret = mc_source_resolve(o->uris[i], &so, objs, err);
 	}
-out:
 	return ret;
 }
 
 /*
- * A model name from a file name: the name without its last extension, with characters a model
- * name cannot hold turned into '-' ("Llama-3 8B.Q4_K_M.gguf" gives "Llama-3-8B.Q4_K_M").
+ * A model name from @file: its base name, without its last extension when @strip_ext, with
+ * characters a model name cannot hold turned into '-' ("Llama-3 8B.Q4_K_M.gguf" gives
+ * "Llama-3-8B.Q4_K_M").
  */
-static int derive_name(const char *file, const char *source, char *out, size_t len,
+static int derive_name(const char *file, bool strip_ext, const char *source, char *out, size_t len,
 		       struct mc_err *err)
 {
 	const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
-	const char *dot = strrchr(base, '.');
+	const char *dot = strip_ext ? strrchr(base, '.') : NULL;
 	size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base), j = 0;
 	int ret = 0;
 
@@ -1057,6 +1093,55 @@ static int derive_name(const char *file, const char *source, char *out, size_t l
 	return ret;
 }
 
+/*
+ * The default name: for an http(s) file or one S3 object, its file name without extension;
+ * for an S3 prefix or a Hub repository, the last component ("s3://b/llama-3-8b/" and
+ * "hf://meta-llama/Llama-3.1-8B@main" give "llama-3-8b" and "Llama-3.1-8B").
+ */
+static int default_name(const char *uri, const struct mc_object_list *objs, char *out, size_t len,
+			struct mc_err *err)
+{
+	char tmp[512];
+	size_t n;
+
+	if (strncmp(uri, "s3://", 5) && strncmp(uri, "hf://", 5))
+		return derive_name(objs->obj[0].path, true, objs->obj[0].source, out, len, err);
+	snprintf(tmp, sizeof(tmp), "%s", uri + 5);
+	tmp[strcspn(tmp, "?#")] = '\0';
+	if (!strncmp(uri, "hf://", 5))
+		tmp[strcspn(tmp, "@")] = '\0';
+	n = strlen(tmp);
+	if (n && tmp[n - 1] != '/' && objs->n == 1 && !strncmp(uri, "s3://", 5) &&
+	    strrchr(tmp, '/'))
+		return derive_name(tmp, true, uri, out, len, err);
+	while (n && tmp[n - 1] == '/')
+		tmp[--n] = '\0';
+	return derive_name(tmp, false, uri, out, len, err);
+}
+
+/*
+ * An object whose listing (S3) names the same ETag and size as a file already cached from the
+ * same source is reused before any request: a warm check costs one listing, not a probe per
+ * file.
+ */
+static int reuse_from_listing(struct mc_pull *p, struct mc_pull_file *pf,
+			      const struct mc_object *ob, struct mc_err *err)
+{
+	struct mc_fetch_file *f = &pf->f;
+	int ret;
+
+	if (!ob->size_known || !ob->etag[0])
+		return 0;
+	memset(&f->remote, 0, sizeof(f->remote));
+	f->remote.size = ob->size;
+	f->remote.ranges = true;
+	snprintf(f->remote.etag, sizeof(f->remote.etag), "%s", ob->etag);
+	ret = try_reuse(p, pf, err);
+	if (!f->skip)
+		memset(&f->remote, 0, sizeof(f->remote));
+	return ret;
+}
+
 static int fill_result(struct mc_pull *p, const struct mc_fetch_stats *stats,
 		       struct mc_pull_result *res, struct mc_err *err)
 {
@@ -1075,12 +1160,13 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 		  struct mc_err *err)
 {
 	struct mc_fetch_file **files = NULL;
+	struct mc_object_list objs = {0};
 	struct mc_fetch_stats own = {0};
 	struct mc_fetch_opts fo = o->fetch;
-	struct checked k = {0};
 	struct mc_pull p = {0};
-	char derived[129];
+	char derived[129], *model_source = NULL;
 	const char *name;
+	size_t nfetch = 0;
 	int ret;
 
 	memset(res, 0, sizeof(*res));
@@ -1088,12 +1174,16 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 		ret = mc_err_set(err, MC_E_USAGE, "nothing to pull: no URI given");
 		goto out;
 	}
-	ret = check_uris(o, &k, err);
+	ret = resolve_all(o, &objs, err);
 	if (ret)
-		goto out_checked;
+		goto out;
+	if (!objs.n) {
+		ret = mc_err_set(err, MC_E_NOTFOUND, "nothing to pull: the sources name no file");
+		goto out;
+	}
 	name = o->name;
 	if (!name) {
-		ret = derive_name(k.path[0], k.source[0], derived, sizeof(derived), err);
+		ret = default_name(o->uris[0], &objs, derived, sizeof(derived), err);
 		name = derived;
 	} else if (!mc_name_is_valid(name)) {
 		ret = mc_err_set(err, MC_E_USAGE,
@@ -1102,34 +1192,49 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 				 name);
 	}
 	if (!ret)
-		ret = check_duplicates(&k, name, err);
+		ret = check_duplicates(&objs, name, err);
 	if (ret)
-		goto out_checked;
-	files = mc_calloc(o->nuris, sizeof(*files));
-	if (!files) {
+		goto out;
+	model_source = mc_url_redact(o->uris[0]);
+	files = mc_calloc(objs.n, sizeof(*files));
+	if (!files || !model_source) {
 		ret = mc_err_set(err, -ENOMEM, "out of memory");
-		goto out_checked;
+		goto out;
 	}
-	ret = mc_pull_begin(&p, c, name, k.source[0], o->nuris, err);
-	for (size_t i = 0; !ret && i < o->nuris; i++) {
-		ret = mc_pull_file_set(&p, i, o->uris[i], k.source[i], k.path[i], err);
-		files[i] = &p.file[i].f;
+	ret = mc_pull_begin(&p, c, name, model_source, objs.n, err);
+	if (!ret && objs.revision[0])
+		ret = mc_pull_set_tag(&p, objs.revision, err);
+	for (size_t i = 0; !ret && i < objs.n; i++) {
+		struct mc_object *ob = &objs.obj[i];
+		struct mc_pull_file *pf = &p.file[i];
+
+		ret = mc_pull_file_set(&p, i, ob->url, ob->source, ob->path, err);
+		if (ret)
+			break;
+		pf->f.headers = (const char *const *)ob->headers;
+		pf->size_listed = ob->size_known;
+		pf->listed_size = ob->size;
+		pf->f.max_size = ob->size_known ? ob->size : 0;
+		snprintf(pf->sha256, sizeof(pf->sha256), "%s", ob->sha256);
+		ret = reuse_from_listing(&p, pf, ob, err);
+		if (!ret && !pf->f.skip)
+			files[nfetch++] = &pf->f;
 	}
 	/* The caller's stats, if it asked for them, else ours: the result names the writer. */
 	if (!fo.stats)
 		fo.stats = &own;
-	if (!ret)
-		ret = mc_fetch_run(&fo, files, o->nuris, &mc_pull_ops, &p, err);
+	if (!ret && nfetch)
+		ret = mc_fetch_run(&fo, files, nfetch, &mc_pull_ops, &p, err);
 	if (!ret)
 		ret = mc_pull_publish(&p, err);
-	if (ret)
+	if (ret && p.file)
 		mc_pull_fail(&p);
-	else
+	else if (!ret)
 		ret = fill_result(&p, fo.stats, res, err);
 	mc_pull_release(&p);
-	mc_free(files);
-out_checked:
-	checked_release(&k);
 out:
+	mc_free(files);
+	mc_free(model_source);
+	mc_object_list_release(&objs);
 	return ret;
 }

@@ -29,6 +29,7 @@ struct verify {
 	void (*cb)(void *ctx, const struct mc_finding *f);
 	void *ctx;
 	uint64_t n;
+	int nomem; /* -ENOMEM when a check could not run: an error, not a finding */
 };
 
 static void report(struct verify *v, const char *model, const char *path, const char *kind,
@@ -79,6 +80,10 @@ static void check_digest(struct verify *v, const char *name, const struct mc_tre
 	ret = fd < 0 ? -errno : mc_digest_file(fd, e->size, digest);
 	if (fd >= 0)
 		close(fd);
+	if (ret == -ENOMEM) {
+		v->nomem = ret;
+		goto out;
+	}
 	if (ret) {
 		snprintf(why, sizeof(why), "unreadable: %s", strerror(-ret));
 		report(v, name, e->path, "digest", e->hex, why);
@@ -162,11 +167,13 @@ static int check_model(struct verify *v, const char *name, int64_t version, stru
 		vfd = mc_store_open_dir(mfd, vname, false, NULL);
 		close(mfd);
 	}
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n && !v->nomem; i++)
 		check_file(v, name, where, vfd, &e[i]);
 	if (vfd >= 0)
 		close(vfd);
 	mc_tree_entries_free(e, n);
+	if (v->nomem)
+		ret = mc_err_set(err, -ENOMEM, "out of memory while verifying '%s'", name);
 out:
 	return ret;
 }

@@ -9,6 +9,7 @@
 #include "mc_alloc.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
@@ -74,5 +75,45 @@ int mc_digest_file(int fd, uint64_t size, uint8_t digest[MC_DIGEST_LEN])
 out:
 	mc_free(buf);
 	mc_free(blocks);
+	return ret;
+}
+
+int mc_sha256_file(int fd, uint64_t size, uint8_t sum[32])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	uint8_t *buf = mc_malloc(MC_HASH_BLOCK);
+	uint64_t off = 0;
+	unsigned int len = 32;
+	int ret = 0;
+
+	if (!ctx || !buf || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	while (off < size) {
+		size_t want = (size_t)(size - off < MC_HASH_BLOCK ? size - off : MC_HASH_BLOCK);
+		ssize_t n = pread(fd, buf, want, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			goto out;
+		}
+		if (n == 0) {
+			ret = -ENODATA;
+			goto out;
+		}
+		if (!EVP_DigestUpdate(ctx, buf, (size_t)n)) {
+			ret = -EIO;
+			goto out;
+		}
+		off += (uint64_t)n;
+	}
+	if (!EVP_DigestFinal_ex(ctx, sum, &len))
+		ret = -EIO;
+out:
+	EVP_MD_CTX_free(ctx);
+	mc_free(buf);
 	return ret;
 }

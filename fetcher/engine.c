@@ -150,7 +150,7 @@ struct engine {
 	struct mc_fetch_stats st;
 	uint64_t rng; /* jitter for backoff */
 
-	uint64_t bytes_done, bytes_total, last_progress_ms;
+	uint64_t bytes_done, bytes_total, last_progress_ms, last_checkpoint_ms;
 	char *vbuf; /* one hash block, for check_held() */
 };
 
@@ -1132,6 +1132,14 @@ static void xfer_finish(struct engine *e, struct xfer *x, CURLcode rc)
 					   "origin closed '%s' early: got %" PRIu64 " of %" PRIu64
 					   " bytes",
 					   f->label, x->pos - r->start, r->end - r->start);
+		} else if (rc == CURLE_UNSUPPORTED_PROTOCOL && strstr(x->errbuf, "HTTP/0.9")) {
+			/*
+			 * An earlier answer sent bytes past its Content-Length and poisoned the
+			 * kept-alive connection; curl 7.88 reports it this way (later versions as
+			 * WEIRD_SERVER_REPLY). A new connection fixes it.
+			 */
+			xfer_error(x, MC_E_ORIGIN, true, "cannot fetch '%s': %s", f->label,
+				   x->errbuf);
 		} else if (rc == CURLE_OUT_OF_MEMORY) {
 			xfer_error(x, -ENOMEM, false, "cannot fetch '%s': out of memory", f->label);
 		} else {
@@ -1227,10 +1235,42 @@ static void unpause(struct engine *e)
 	}
 }
 
+/*
+ * Progress inside a long range: the whole blocks at its head that are hashed and written (no
+ * write of the range in flight, none of them in the buffer being filled) leave the range and
+ * join the file's pending spans, so the next sync records them. On a slow origin a range can
+ * take many seconds; a kill then loses only what arrived since the last sync, not the range.
+ */
+static void checkpoint(struct engine *e, struct xfer *x)
+{
+	struct range *r = x->r;
+	uint64_t upto = x->block, held;
+
+	if (!r || !x->accepted || x->stop || r->writes || r->bad_from != UINT64_MAX)
+		return;
+	if (x->buf && x->buf->req.off / MC_HASH_BLOCK < upto)
+		upto = x->buf->req.off / MC_HASH_BLOCK;
+	if (upto <= r->first_block)
+		return;
+	held = upto - r->first_block;
+	if (span_push(r->f->priv, r->first_block, held) < 0) {
+		fail(e, -ENOMEM, "cannot record progress of '%s'", r->f->label);
+		return;
+	}
+	r->first_block = upto;
+	r->nblocks -= held;
+}
+
 /* Starts due syncs, publishes finished files, reports progress. */
 static void tick(struct engine *e, bool force_sync)
 {
 	uint64_t now = mc_now_ms();
+
+	if (now - e->last_checkpoint_ms >= SYNC_INTERVAL_MS) {
+		e->last_checkpoint_ms = now;
+		for (unsigned i = 0; i < e->nx; i++)
+			checkpoint(e, &e->x[i]);
+	}
 
 	for (size_t k = e->first_open; k < e->next_probe; k++) {
 		struct mc_fetch_priv *p = &e->fs[k];

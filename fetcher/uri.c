@@ -18,6 +18,8 @@ int mc_url_check(const char *url, char **basename, char **redacted, struct mc_er
 {
 	CURLU *h = NULL;
 	char *scheme = NULL, *host = NULL, *path = NULL, *safe = NULL, *base = NULL;
+	char *decoded = NULL;
+	int dlen = 0;
 	const char *slash;
 	CURLUcode uc;
 	int ret = MC_E_USAGE;
@@ -51,11 +53,15 @@ int mc_url_check(const char *url, char **basename, char **redacted, struct mc_er
 		mc_err_set(err, ret, "URL '%s' has no host", safe);
 		goto out;
 	}
-	uc = curl_url_get(h, CURLUPART_PATH, &path, CURLU_URLDECODE);
+	/*
+	 * The raw path, decoded here: curl_url_get(CURLU_URLDECODE) reports an allocation failure
+	 * as a decoding error, and only the last component matters.
+	 */
+	uc = curl_url_get(h, CURLUPART_PATH, &path, 0);
 	if (uc == CURLUE_OUT_OF_MEMORY)
 		goto out_nomem;
 	if (uc != CURLUE_OK) {
-		mc_err_set(err, ret, "URL '%s' has an undecodable path", safe);
+		mc_err_set(err, ret, "URL '%s' has no usable path", safe);
 		goto out;
 	}
 	slash = strrchr(path, '/');
@@ -64,10 +70,16 @@ int mc_url_check(const char *url, char **basename, char **redacted, struct mc_er
 		mc_err_set(err, ret, "URL '%s' names no file", safe);
 		goto out;
 	}
-	if (!mc_relpath_is_valid(slash)) {
+	decoded = curl_easy_unescape(NULL, slash, 0, &dlen);
+	if (!decoded)
+		goto out_nomem;
+	/* A decoded NUL or '/' (from %00, %2F) would make the name something else. */
+	if (memchr(decoded, '\0', (size_t)dlen) || strchr(decoded, '/') ||
+	    !mc_relpath_is_valid(decoded)) {
 		mc_err_set(err, ret, "URL '%s' names an unusable file name", safe);
 		goto out;
 	}
+	slash = decoded;
 	if (basename) {
 		base = mc_strdup(slash);
 		if (!base)
@@ -91,6 +103,7 @@ out:
 	curl_free(scheme);
 	curl_free(host);
 	curl_free(path);
+	curl_free(decoded);
 	curl_url_cleanup(h);
 	return ret;
 }

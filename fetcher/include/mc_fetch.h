@@ -196,6 +196,12 @@ void mc_fetch_interrupt(void);
  */
 int mc_digest_file(int fd, uint64_t size, uint8_t digest[MC_DIGEST_LEN]);
 
+/*
+ * Computes the SHA-256 of the first @size bytes of @fd by reading them, for origins that publish
+ * one (the Hugging Face Hub for LFS files). Returns 0 or -errno (-ENODATA when shorter).
+ */
+int mc_sha256_file(int fd, uint64_t size, uint8_t sum[32]);
+
 /* Combines @nblocks block digests and @size into the file digest (see the top of this file). */
 void mc_digest_combine(const uint8_t *block_digests, uint64_t nblocks, uint64_t size,
 		       uint8_t digest[MC_DIGEST_LEN]);
