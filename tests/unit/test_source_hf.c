@@ -511,13 +511,22 @@ static void test_listing_nomem(void)
 	printf("   %lu allocation points\n", nth - 1);
 }
 
-int main(void)
+/* Removes the temp dir at exit, also when an assertion fails (exit 1). */
+static void remove_tmpdir(void)
 {
 	char cmd[128];
 
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove '%s'\n", tmpdir);
+}
+
+int main(void)
+{
 	json_set_alloc_funcs(mc_malloc, mc_free); /* as cmd/main.c does */
 	if (!mkdtemp(tmpdir))
 		MC_SKIP("cannot make a temp dir");
+	atexit(remove_tmpdir);
 	MC_RUN(test_parse_uri);
 	MC_RUN(test_quote);
 	MC_RUN(test_endpoint);
@@ -525,9 +534,6 @@ int main(void)
 	MC_RUN(test_listing);
 	MC_RUN(test_listing_refused);
 	MC_RUN(test_listing_nomem);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove '%s'\n", tmpdir);
 	printf("%lu checks\n", mc_test_checks);
 	return 0;
 }
