@@ -45,6 +45,7 @@
 #define BUF_SIZE	     (256u << 10)
 #define SYNC_INTERVAL_MS     250
 #define PROGRESS_INTERVAL_MS 200
+#define RATE_BURST_MS	     100
 #define STEAL_MIN_AGE_MS     500
 #define STEAL_MIN_LEFT_MS    1000
 #define RETRY_BASE_MS	     250
@@ -152,6 +153,9 @@ struct engine {
 
 	uint64_t bytes_done, bytes_total, last_progress_ms, last_checkpoint_ms;
 	char *vbuf; /* one hash block, for check_held() */
+	/* --max-rate: a token bucket shared by every transfer, in bytes. */
+	double tokens;
+	uint64_t rate_ms;
 };
 
 static int fail(struct engine *e, int code, const char *fmt, ...)
@@ -207,6 +211,30 @@ static bool has_validator(const struct mc_remote_info *ri)
 static bool status_transient(long code)
 {
 	return code == 408 || code == 425 || code == 429 || (code >= 500 && code <= 599);
+}
+
+/* ---- Bandwidth cap ---- */
+
+/*
+ * One bucket for the whole run, refilled at max_rate and holding at most RATE_BURST_MS of it
+ * (never less than two buffers, so that any write callback can be served). A per-transfer limit
+ * would let every new range start at full speed; this one holds the run's total.
+ */
+static double rate_cap(const struct engine *e)
+{
+	double cap = (double)e->o.max_rate * RATE_BURST_MS / 1000.0;
+
+	return cap < 2.0 * BUF_SIZE ? 2.0 * BUF_SIZE : cap;
+}
+
+static void rate_refill(struct engine *e)
+{
+	uint64_t now = mc_now_ms();
+
+	e->tokens += (double)e->o.max_rate * (double)(now - e->rate_ms) / 1000.0;
+	e->rate_ms = now;
+	if (e->tokens > rate_cap(e))
+		e->tokens = rate_cap(e);
 }
 
 /* ---- Buffers ---- */
@@ -768,11 +796,16 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 			return 0;
 	}
 	room = x->buf ? BUF_SIZE - x->buf->req.len : 0;
-	if (n > room && !bufs_available(e, (unsigned)((n - room + BUF_SIZE - 1) / BUF_SIZE))) {
+	if (e->o.max_rate)
+		rate_refill(e);
+	if ((n > room && !bufs_available(e, (unsigned)((n - room + BUF_SIZE - 1) / BUF_SIZE))) ||
+	    (e->o.max_rate && e->tokens < (double)n)) {
 		x->paused = true;
 		e->npaused++;
 		return CURL_WRITEFUNC_PAUSE;
 	}
+	if (e->o.max_rate)
+		e->tokens -= (double)n;
 	hash_bytes(x, p, n);
 	for (size_t left = n; left;) {
 		size_t take;
@@ -834,9 +867,6 @@ static int xfer_setup(struct engine *e, struct xfer *x)
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (e->o.ca_file)
 		curl_easy_setopt(h, CURLOPT_CAINFO, e->o.ca_file);
-	if (e->o.max_rate)
-		curl_easy_setopt(h, CURLOPT_MAX_RECV_SPEED_LARGE,
-				 (curl_off_t)(e->o.max_rate / e->o.connections + 1));
 	return 0;
 }
 
@@ -1228,6 +1258,11 @@ static void unpause(struct engine *e)
 
 		if (!x->paused || !bufs_available(e, 2))
 			continue;
+		if (e->o.max_rate) {
+			rate_refill(e);
+			if (e->tokens < BUF_SIZE)
+				break;
+		}
 		x->paused = false;
 		e->npaused--;
 		/* May call on_body at once, which may pause it again. */
@@ -1400,6 +1435,8 @@ int mc_fetch_run(const struct mc_fetch_opts *opts, struct mc_fetch_file *const *
 	}
 	for (unsigned i = 0; i < e.nx; i++)
 		e.x[i].e = &e;
+	e.rate_ms = mc_now_ms();
+	e.tokens = 2.0 * BUF_SIZE;
 	e.rng = (mc_now_ms() << 20) ^ (uint64_t)getpid() ^ 0x9e3779b97f4a7c15u;
 	ret = mc_writer_new(&e.w, e.o.writer, e.max_bufs + e.nx + 16, err);
 	if (ret < 0)
@@ -1434,6 +1471,13 @@ int mc_fetch_run(const struct mc_fetch_opts *opts, struct mc_fetch_file *const *
 			break;
 		/* The pwrite backend completes at once: no need to sleep for it. */
 		timeout = mc_writer_inflight(e.w) && mc_writer_eventfd(e.w) < 0 ? 0 : 100;
+		/* Paused by the bandwidth cap: wake when the bucket holds a buffer's worth. */
+		if (e.o.max_rate && e.npaused && e.tokens < BUF_SIZE) {
+			int ms = (int)((BUF_SIZE - e.tokens) * 1000.0 / (double)e.o.max_rate) + 1;
+
+			if (ms < timeout)
+				timeout = ms;
+		}
 		for (struct range *r = e.retry; r && timeout; r = r->next) {
 			uint64_t now = mc_now_ms();
 
