@@ -916,8 +916,11 @@ static int xfer_start(struct engine *e, struct xfer *x, struct range *r)
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
 	/* A retry goes over a new connection: the old one may be what was broken. */
 	curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, r->attempt ? 1L : 0L);
-	if (f->max_size)
-		curl_easy_setopt(x->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max_size);
+	/*
+	 * No CURLOPT_MAXFILESIZE: libcurl applies it to a redirect's own body too, so a file
+	 * smaller than the 302 page would fail. check_probe() holds the object to f->max_size,
+	 * and every later range to the bytes it asked for.
+	 */
 	mc = curl_multi_add_handle(e->multi, x->easy);
 	if (mc != CURLM_OK)
 		return fail(e, MC_E_ORIGIN, "cannot start a transfer: %s", curl_multi_strerror(mc));

@@ -48,6 +48,8 @@ gen_model "$SRC/v1" 3M 1 12
 gen_model "$SRC/pr" 2M 1 13
 gen_model "$SRC/cdn" 6M 2 14 # its own bytes: blobs the cache already holds are not fetched
 printf 'cdn notes\n' >"$SRC/cdn/notes.txt"
+# An LFS file smaller than the 302 page that redirects it: the size limit is the object's.
+printf 'tiny lfs\n' >"$SRC/cdn/tiny.bin"
 SHA_MAIN=$(hub sha tiny-main)
 SHA_V1=$(hub sha tiny-v1)
 SHA_PR=$(hub sha tiny-pr1)
@@ -159,7 +161,7 @@ HF_TOKEN=$TOKEN hf_run 0 --cache-dir "$C" pull hf://cdnorg/model --name cdn --ch
 assert_same_tree "$SRC/cdn" "$C/models/cdn" "${FILES_CDN[@]}"
 assert_eq "$(hub_log "$MARK" 'sorted(set(x["uri"].rsplit("/", 1)[1] for x in r
 	if x["uri"].startswith("/cdn/")))')" \
-	'["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]' \
+	'["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "tiny.bin"]' \
 	"files served by the CDN"
 assert_eq "$(hub_log "$MARK" 'sorted(set((x["host"], x["auth"]) for x in r
 	if x["uri"].startswith("/cdn/")))')" '[["localhost", "none"]]' \
