@@ -220,6 +220,15 @@ rgw_aws s3api put-bucket-acl --bucket "$PB" --acl public-read
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$RGW_URL/$B/llama/config.json")" = 403 ] ||
 	fail "the private object is readable anonymously (fixture)"
 
+# A model to kill mid-pull and resume, and an object to overwrite mid-pull.
+mkdir -p "$SRC/resume" "$SRC/race" "$MC_TMP/race-b"
+python3 "$MC_LIB_DIR/gen_safetensors.py" file "$SRC/resume/big.safetensors" --size 48M --seed resume >/dev/null
+printf '{"resume": 1}\n' >"$SRC/resume/config.json"
+upload "$SRC/resume" "s3://$B/resume/"
+python3 "$MC_LIB_DIR/gen_safetensors.py" file "$SRC/race/obj.safetensors" --size 32M --seed race-a >/dev/null
+python3 "$MC_LIB_DIR/gen_safetensors.py" file "$MC_TMP/race-b/obj.safetensors" --size 32M --seed race-b >/dev/null
+upload "$SRC/race" "s3://$B/race/"
+
 # Keys with "." and ".." segments and an empty segment (S3 keeps them literally).
 printf 'ok\n' >"$MC_TMP/ok.txt"
 for k in 'trav/../../escape.txt' 'trav/../../../../../../../../tmp/escape.txt' 'trav/./dot.txt' \
@@ -316,6 +325,9 @@ case_single_object() {
 		fail "models/shard/model-00002-of-00002.safetensors differs"
 	# The same object (key and ETag) is already in the cache under llama.
 	assert_le "$BYTES_FETCHED" "$SIXTY_FOUR_K" "bytes_fetched for an object the cache holds under another model"
+	# README: s3://bucket/key with no object of that exact key is the "directory" key/.
+	pull_json llamadir "s3://$B/llama"
+	assert_tree "$SRC/llama" "$C/models/llamadir"
 }
 
 case_pagination() {
@@ -509,6 +521,73 @@ case_cache_intact() {
 	assert_tree "$SRC/llama" "$C/models/llama"
 }
 
+# resume_after_kill: SIGKILL mid-pull (rate-capped so it is mid-pull), then a pull completes
+# the model from what was kept: the gateway sends at most 5 % more than the model plus the ranges
+# in flight at the kill.
+case_resume_after_kill() {
+	s3_env user
+	local mark pid rc=0 size chunk=$((2 * 1048576)) conns=4 sent
+	size=$(du -sb --apparent-size "$SRC/resume" | cut -f1)
+	mark=$(rgw_log_mark)
+	"$MCACHE_BIN" --cache-dir "$C" pull "s3://$B/resume/" --name resume --max-rate 12M \
+		--connections "$conns" --chunk-size 2M >"$MC_TMP/kill.out" 2>"$MC_TMP/kill.err" &
+	pid=$!
+	sleep 2
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" || rc=$?
+	cp "$MC_TMP/kill.out" "$OUT/kill.out"
+	cp "$MC_TMP/kill.err" "$OUT/kill.err"
+	log "the first pull, killed after 2 s -> $rc; tmp/ holds $(du -sb "$C/tmp" 2>/dev/null | cut -f1) bytes"
+	[ "$rc" -eq 137 ] || fail "the rate-capped pull was not running at the kill (exit $rc): make it slower"
+	assert_not_published resume
+	pull_json resume "s3://$B/resume/" --connections "$conns" --chunk-size 2M
+	assert_tree "$SRC/resume" "$C/models/resume"
+	assert_le "$BYTES_FETCHED" $((size - 4 * 1048576)) "bytes_fetched of the resumed pull (the killed one had ~24 MiB)"
+	rgw_log_summary "$mark" >"$MC_TMP/log.resume.json"
+	sent=$(json "$MC_TMP/log.resume.json" 'sum(j["per_key"].values())')
+	log "gateway: $(json "$MC_TMP/log.resume.json" '{k: j[k] for k in ("requests", "by_status", "per_key")}')"
+	assert_le "$sent" $((size * 105 / 100 + conns * chunk)) "object bytes the gateway sent over both pulls (model $size)"
+	mc_expect 0 --cache-dir "$C" verify --deep resume
+}
+
+# overwrite_mid_pull: the object changes at the origin while a rate-capped pull is fetching it.
+# Never a mix: the pull fails cleanly (If-Match: 412) or shows one whole version; the next pull
+# shows exactly the new one.
+case_overwrite_mid_pull() {
+	s3_env user
+	local pid rc=0 f=obj.safetensors
+	"$MCACHE_BIN" --cache-dir "$C" pull "s3://$B/race/" --name race --max-rate 8M --connections 2 \
+		--chunk-size 1M >"$MC_TMP/race.out" 2>"$MC_TMP/race.err" &
+	pid=$!
+	sleep 1
+	rgw_aws s3 cp --only-show-errors "$MC_TMP/race-b/$f" "s3://$B/race/$f"
+	log "overwritten at the origin; the pull $(kill -0 "$pid" 2>/dev/null && echo "still runs" || echo "had ended by the end of the upload")"
+	wait "$pid" || rc=$?
+	cp "$MC_TMP/race.out" "$OUT/race.out"
+	cp "$MC_TMP/race.err" "$OUT/race.err"
+	log "the pull during the overwrite -> $rc: $(head -c 300 "$MC_TMP/race.err")"
+	case $rc in
+	0)
+		if cmp -s "$SRC/race/$f" "$C/models/race/$f"; then
+			log "it shows the old version, whole"
+		elif cmp -s "$MC_TMP/race-b/$f" "$C/models/race/$f"; then
+			log "it shows the new version, whole"
+		else
+			fail "models/race/$f is neither version: a mix"
+		fi
+		;;
+	3)
+		[ "$(wc -l <"$MC_TMP/race.err")" -eq 1 ] && grep -q '^mcache: ' "$MC_TMP/race.err" ||
+			fail "want one 'mcache: ' line, got: $(head -c 600 "$MC_TMP/race.err")"
+		assert_not_published race
+		;;
+	*) fail "a pull during an overwrite exited $rc, want 0 (one whole version) or 3 (one line)" ;;
+	esac
+	pull_json race "s3://$B/race/"
+	cmp -s "$MC_TMP/race-b/$f" "$C/models/race/$f" || fail "after the overwrite, models/race/$f is not the new version"
+	mc_expect 0 --cache-dir "$C" verify --deep race
+}
+
 case_traversal_keys() {
 	s3_env user
 	mc_run --cache-dir "$C" pull "s3://$B/trav/" --name trav
@@ -528,7 +607,7 @@ case_traversal_keys() {
 }
 
 for c in prefix_model ls_sources repull single_object pagination awkward_keys empty_object folder_markers anonymous session_token \
-	wrong_secret unknown_key bogus_session_token not_found bad_uris overwrite traversal_keys; do
+	wrong_secret unknown_key bogus_session_token not_found bad_uris overwrite resume_after_kill overwrite_mid_pull traversal_keys; do
 	run_case "$c"
 done
 
@@ -545,10 +624,10 @@ for s in "${SECRETS[@]}"; do
 	[ "${#s}" -ge 32 ] && NEEDLES+=("${s:0:16}" "${s: -16}")
 done
 printf '%s\n' "${NEEDLES[@]}" >"$MC_TMP/needles"
-# Signing material whatever the secret: a query-string signature or credential, an Authorization
-# header's Signature=<hex> or Credential=<key>/<date>/, a security-token header or parameter
-# with a value.
-PATTERNS='X-Amz-(Signature|Credential|Security-Token)=[^&[:space:]"<]{8}|Signature=[0-9a-f]{16}|Credential=[A-Za-z0-9]{8,}/[0-9]{8}/|x-amz-security-token: *[A-Za-z0-9+/=]{16}'
+# Signing material whatever the secret: a query-string signature, credential or token with a
+# value (a redaction such as "=REDACTED" or "=[redacted]" passes), an Authorization header's
+# Signature=<hex> or Credential=<key>/<date>/, a security-token header with a value.
+PATTERNS='X-Amz-(Signature|Credential|Security-Token)=[A-Za-z0-9%+/=]{12}|Signature=[0-9a-f]{16}|Credential=[A-Za-z0-9]{8,}/[0-9]{8}/|x-amz-security-token: *[A-Za-z0-9+/=]{16}'
 sync
 SCANNED=$(find "$OUT" -type f | wc -l)
 scan() { # scan FILE...: fails on any needle or pattern
