@@ -75,6 +75,7 @@ struct range {
 	uint64_t bad_from;	/* the lowest offset of a failed write, UINT64_MAX when none */
 	bool body_done;		/* no more bytes will come for it */
 	bool probe;		/* the first request of the file: the size is not known yet */
+	bool norange;		/* a probe sent without Range (after a bare 416: an empty object) */
 	unsigned attempt;	/* 0 for the first try */
 	uint64_t not_before_ms; /* a retry waits until then */
 	struct range *next;	/* in the retry queue */
@@ -91,6 +92,7 @@ struct xfer {
 	bool discard;	 /* the body is not the object (an empty file's 416) */
 	bool paused;
 	bool stop;	      /* the range was shortened (split) and is whole: end the transfer */
+	bool restart;	      /* try the range again at once, not counted as a retry */
 	uint64_t pos;	      /* absolute offset of the next body byte */
 	uint64_t req_end;     /* the end of the bytes requested (a split may shorten r->end) */
 	uint64_t accepted_ms; /* when the response was accepted, for the transfer's rate */
@@ -616,6 +618,14 @@ static int check_probe(struct engine *e, struct xfer *x, long code)
 		f->remote.ranges = true;
 		f->remote.size = 0;
 		x->discard = true;
+	} else if (code == 416 && !r->norange) {
+		/*
+		 * 416 to "bytes=0-..." without "bytes *\/0" (Ceph RGW, for one): the object can
+		 * only be empty. Ask again without a Range; the 200 says so.
+		 */
+		r->norange = true;
+		x->restart = true;
+		return xfer_error(x, MC_E_ORIGIN, true, "HTTP 416 from '%s'", f->label);
 	} else {
 		return xfer_error(x, MC_E_ORIGIN, status_transient(code), "HTTP %ld from '%s'",
 				  code, f->label);
@@ -878,6 +888,7 @@ static int xfer_start(struct engine *e, struct xfer *x, struct range *r)
 
 	x->r = r;
 	x->checked = x->accepted = x->cancel = x->discard = x->paused = x->stop = false;
+	x->restart = false;
 	x->pos = r->start;
 	x->req_end = r->end;
 	x->block = r->first_block;
@@ -912,7 +923,7 @@ static int xfer_start(struct engine *e, struct xfer *x, struct range *r)
 	}
 	snprintf(rng, sizeof(rng), "%" PRIu64 "-%" PRIu64, r->start, r->end - 1);
 	curl_easy_setopt(x->easy, CURLOPT_URL, f->url);
-	curl_easy_setopt(x->easy, CURLOPT_RANGE, rng);
+	curl_easy_setopt(x->easy, CURLOPT_RANGE, r->norange ? NULL : rng);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
 	/* A retry goes over a new connection: the old one may be what was broken. */
 	curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, r->attempt ? 1L : 0L);
@@ -1194,8 +1205,8 @@ static void xfer_finish(struct engine *e, struct xfer *x, CURLcode rc)
 	kept = x->accepted ? x->block - r->first_block : 0;
 	if (x->err_code && !e->failed) {
 		/* Without ranges a stream cannot go on from where it broke, once accepted. */
-		bool retry = x->err_transient && r->attempt < e->o.retries &&
-			     (!x->accepted || f->remote.ranges);
+		bool retry = x->restart || (x->err_transient && r->attempt < e->o.retries &&
+					    (!x->accepted || f->remote.ranges));
 
 		if (!retry) {
 			if (r->attempt)
@@ -1205,8 +1216,10 @@ static void xfer_finish(struct engine *e, struct xfer *x, CURLcode rc)
 				fail(e, x->err_code, "%s", x->err_msg);
 		} else if (!x->accepted) {
 			/* Nothing came of it: the same range (or probe) goes back in the queue. */
-			r->attempt++;
-			r->not_before_ms = mc_now_ms() + retry_delay_ms(e, x, r->attempt);
+			if (!x->restart)
+				r->attempt++;
+			r->not_before_ms =
+			    mc_now_ms() + (x->restart ? 0 : retry_delay_ms(e, x, r->attempt));
 			r->next = e->retry;
 			e->retry = r;
 			return;
