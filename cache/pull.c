@@ -1028,9 +1028,9 @@ static int check_duplicates(const struct mc_object_list *objs, const char *name,
 	qsort(sorted, objs->n, sizeof(*sorted), cmp_str);
 	for (size_t i = 1; i < objs->n; i++) {
 		if (!strcmp(sorted[i - 1], sorted[i])) {
-			ret = mc_err_set(err, MC_E_USAGE,
-					 "two URIs give the file '%s' in model '%s'", sorted[i],
-					 name);
+			ret =
+			    mc_err_set(err, MC_E_USAGE, "two URIs give the file '%s' in model '%s'",
+				       sorted[i], name);
 			break;
 		}
 	}
@@ -1043,7 +1043,12 @@ static int resolve_all(const struct mc_pull_opts *o, struct mc_object_list *objs
 		       struct mc_err *err)
 {
 	struct mc_source_opts so = {.ca_file = o->fetch.ca_file,
-				    .connect_timeout_s = o->fetch.connect_timeout_s};
+				    .insecure = o->fetch.insecure,
+				    .connect_timeout_s = o->fetch.connect_timeout_s,
+				    .include = o->include,
+				    .ninclude = o->ninclude,
+				    .exclude = o->exclude,
+				    .nexclude = o->nexclude};
 	int ret = 0;
 
 	for (size_t i = 0; i < o->nuris && !ret; i++) {

@@ -5,8 +5,11 @@
  */
 #include "cli.h"
 
+#include "mc_alloc.h"
 #include "mc_util.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mc_banned.h"
@@ -22,6 +25,7 @@ const char mc_cmd_pull_usage[] =
     "usage: mcache pull URI... [--name NAME] [--connections N] [--chunk-size SIZE]\n"
     "                          [--max-rate RATE] [--ca-file FILE] [--writer KIND]\n"
     "                          [--retries N] [--stall-timeout SECONDS]\n"
+    "                          [--include GLOB]... [--exclude GLOB]... [--insecure]\n"
     "\n"
     "Fetches every URI into the cache as one model; its files appear under\n"
     "CACHE_DIR/models/NAME/, each complete and verified. What the cache already holds is\n"
@@ -42,6 +46,10 @@ const char mc_cmd_pull_usage[] =
     "  --writer KIND        auto, io_uring or pwrite (default: $MCACHE_WRITER, else auto)\n"
     "  --retries N          further tries of a range after a transient failure, 0 to 100,\n"
     "                       each on a new connection after a backoff (default 5)\n"
+    "  --include GLOB       only files whose path in the model matches (repeatable),\n"
+    "                       such as '*.safetensors'\n"
+    "  --exclude GLOB       no file whose path matches (repeatable), such as '*.bin'\n"
+    "  --insecure           do not verify TLS certificates (says so on stderr)\n"
     "  --stall-timeout SECONDS\n"
     "                       abort and retry a transfer that receives nothing for this\n"
     "                       long, 1 to 3600 (default 5)\n";
@@ -55,6 +63,15 @@ enum {
 	OPT_WRITER,
 	OPT_RETRIES,
 	OPT_STALL_TIMEOUT,
+	OPT_INCLUDE,
+	OPT_EXCLUDE,
+	OPT_INSECURE,
+};
+
+/* What pull's options fill: the pull itself, and the glob lists (room for one per argument). */
+struct pull_args {
+	struct mc_pull_opts o;
+	const char **include, **exclude;
 };
 
 static const struct option pull_options[] = {
@@ -66,12 +83,16 @@ static const struct option pull_options[] = {
     {"writer", required_argument, NULL, OPT_WRITER},
     {"retries", required_argument, NULL, OPT_RETRIES},
     {"stall-timeout", required_argument, NULL, OPT_STALL_TIMEOUT},
+    {"include", required_argument, NULL, OPT_INCLUDE},
+    {"exclude", required_argument, NULL, OPT_EXCLUDE},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
     {NULL, 0, NULL, 0},
 };
 
 static int pull_option(void *ctx, int opt, const char *arg, struct mc_err *err)
 {
-	struct mc_pull_opts *o = ctx;
+	struct pull_args *a = ctx;
+	struct mc_pull_opts *o = &a->o;
 	char q[80];
 	uint64_t v;
 
@@ -116,6 +137,19 @@ static int pull_option(void *ctx, int opt, const char *arg, struct mc_err *err)
 			    "invalid --stall-timeout '%s': expected seconds from 1 to 3600",
 			    mc_cli_quote(arg, q, sizeof(q)));
 		o->fetch.stall_timeout_s = (unsigned)v;
+		return 0;
+	case OPT_INCLUDE:
+	case OPT_EXCLUDE:
+		if (!*arg)
+			return mc_err_set(err, MC_E_USAGE, "invalid --%s: empty pattern",
+					  opt == OPT_INCLUDE ? "include" : "exclude");
+		if (opt == OPT_INCLUDE)
+			a->include[o->ninclude++] = arg;
+		else
+			a->exclude[o->nexclude++] = arg;
+		return 0;
+	case OPT_INSECURE:
+		o->fetch.insecure = true;
 		return 0;
 	}
 	return MC_E_USAGE;
@@ -162,7 +196,8 @@ static void print_result(const struct mc_pull_result *r, double seconds)
 
 int mc_cmd_pull(int argc, char **argv, struct mc_cli *cli)
 {
-	struct mc_pull_opts o;
+	struct pull_args a;
+	struct mc_pull_opts *o = &a.o;
 	struct mc_pull_result res;
 	struct mc_cli_progress progress;
 	struct mc_cache *cache;
@@ -171,33 +206,52 @@ int mc_cmd_pull(int argc, char **argv, struct mc_cli *cli)
 	double seconds;
 	int nargs, status, ret;
 
-	memset(&o, 0, sizeof(o));
+	memset(&a, 0, sizeof(a));
 	memset(&res, 0, sizeof(res));
-	mc_fetch_opts_init(&o.fetch);
-	status = mc_cli_parse(cli, argc, argv, pull_options, pull_option, &o, &nargs);
+	mc_fetch_opts_init(&o->fetch);
+	a.include = mc_calloc((size_t)argc + 1, sizeof(*a.include));
+	a.exclude = mc_calloc((size_t)argc + 1, sizeof(*a.exclude));
+	if (!a.include || !a.exclude) {
+		status = mc_cli_fail(-ENOMEM, NULL);
+		goto out;
+	}
+	o->include = a.include;
+	o->exclude = a.exclude;
+	status = mc_cli_parse(cli, argc, argv, pull_options, pull_option, &a, &nargs);
 	if (status != MC_CLI_RUN)
-		return status;
-	if (nargs == 0)
-		return mc_cli_usage_error(cli, "pull needs at least one URI");
-	o.uris = (const char *const *)(argv + 1);
-	o.nuris = (size_t)nargs;
+		goto out;
+	if (nargs == 0) {
+		status = mc_cli_usage_error(cli, "pull needs at least one URI");
+		goto out;
+	}
+	o->uris = (const char *const *)(argv + 1);
+	o->nuris = (size_t)nargs;
+	if (o->fetch.insecure)
+		fputs("mcache: warning: --insecure: TLS certificates are not verified\n", stderr);
 
 	status = mc_cli_open_cache(cli, &cache);
 	if (status)
-		return status;
-	mc_cli_progress_init(&progress, cli, &o.fetch);
+		goto out;
+	mc_cli_progress_init(&progress, cli, &o->fetch);
 	mc_err_init(&err);
 	start_ms = mc_now_ms();
-	ret = mc_cache_pull(cache, &o, &res, &err);
+	ret = mc_cache_pull(cache, o, &res, &err);
 	seconds = (double)(mc_now_ms() - start_ms) / 1000.0;
 	mc_cli_progress_end(&progress);
 	mc_cache_close(cache);
-	if (ret)
-		return mc_cli_fail(ret, &err);
-
-	if (cli->json)
-		return mc_cli_print_json(result_json(&res, seconds));
+	if (ret) {
+		status = mc_cli_fail(ret, &err);
+		goto out;
+	}
+	if (cli->json) {
+		status = mc_cli_print_json(result_json(&res, seconds));
+		goto out;
+	}
 	if (cli->verbosity != MC_CLI_QUIET)
 		print_result(&res, seconds);
-	return MC_EXIT_OK;
+	status = MC_EXIT_OK;
+out:
+	mc_free(a.include);
+	mc_free(a.exclude);
+	return status;
 }

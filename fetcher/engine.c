@@ -25,6 +25,7 @@
 
 #include "mc_alloc.h"
 #include "mc_util.h"
+#include "source_int.h"
 #include "writer.h"
 
 #include <curl/curl.h>
@@ -864,19 +865,11 @@ static int xfer_setup(struct engine *e, struct xfer *x)
 	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)BUF_SIZE);
 	/* HTTP/1.1 on purpose: origins cap bandwidth per connection, so ranges need their own. */
 	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "mcache/" MCACHE_VERSION);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)e->o.connect_timeout_s);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)e->o.stall_timeout_s);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (e->o.ca_file)
-		curl_easy_setopt(h, CURLOPT_CAINFO, e->o.ca_file);
 	return 0;
 }
 
@@ -923,6 +916,7 @@ static int xfer_start(struct engine *e, struct xfer *x, struct range *r)
 	}
 	snprintf(rng, sizeof(rng), "%" PRIu64 "-%" PRIu64, r->start, r->end - 1);
 	curl_easy_setopt(x->easy, CURLOPT_URL, f->url);
+	mc_fetch_tls_policy(x->easy, f->url, e->o.ca_file, e->o.insecure);
 	curl_easy_setopt(x->easy, CURLOPT_RANGE, r->norange ? NULL : rng);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
 	/* A retry goes over a new connection: the old one may be what was broken. */

@@ -46,12 +46,39 @@ int mc_source_resolve(const char *uri, const struct mc_source_opts *o, struct mc
 
 bool mc_source_included(const struct mc_source_opts *o, const char *path)
 {
-	if (!o->ninclude)
-		return true;
-	for (size_t i = 0; i < o->ninclude; i++)
-		if (fnmatch(o->include[i], path, 0) == 0)
-			return true;
-	return false;
+	bool in = !o->ninclude;
+
+	for (size_t i = 0; i < o->ninclude && !in; i++)
+		in = fnmatch(o->include[i], path, 0) == 0;
+	for (size_t i = 0; i < o->nexclude && in; i++)
+		in = fnmatch(o->exclude[i], path, 0) != 0;
+	return in;
+}
+
+/*
+ * TLS and redirect policy shared by every request mcache makes: verification on unless
+ * --insecure; CA from the option, SSL_CERT_FILE, SSL_CERT_DIR, else libcurl's default; only
+ * http(s), and once on https never back to http. libcurl (>= 7.83) drops Authorization on a
+ * redirect to another host, port or scheme; mcache keeps no cookies.
+ */
+void mc_fetch_tls_policy(void *easy, const char *url, const char *ca_file, bool insecure)
+{
+	CURL *h = easy;
+	const char *dir = getenv("SSL_CERT_DIR");
+
+	if (!ca_file)
+		ca_file = getenv("SSL_CERT_FILE");
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, insecure ? 0L : 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, insecure ? 0L : 2L);
+	if (ca_file && *ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, ca_file);
+	if (dir && *dir)
+		curl_easy_setopt(h, CURLOPT_CAPATH, dir);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR,
+			 strncmp(url, "https://", 8) ? "http,https" : "https");
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
 }
 
 static void object_release(struct mc_object *ob)
@@ -224,7 +251,6 @@ int mc_source_get(const struct mc_source_opts *o, const char *url, const char *l
 	struct body b = {.max = max};
 	struct curl_slist *hl = NULL;
 	char errbuf[CURL_ERROR_SIZE] = "", why[400] = "";
-	const char *ca = o->ca_file ? o->ca_file : getenv("SSL_CERT_FILE");
 	CURL *h = curl_easy_init();
 	CURLcode rc;
 	int ret = 0;
@@ -249,17 +275,12 @@ int mc_source_get(const struct mc_source_opts *o, const char *url, const char *l
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+	mc_fetch_tls_policy(h, url, o->ca_file, o->insecure);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "mcache/" MCACHE_VERSION);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT,
 			 (long)(o->connect_timeout_s ? o->connect_timeout_s : 30));
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)(o->timeout_s ? o->timeout_s : 120));
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-	if (ca && *ca)
-		curl_easy_setopt(h, CURLOPT_CAINFO, ca);
 	rc = curl_easy_perform(h);
 	if (b.too_big) {
 		ret = mc_err_set(err, MC_E_ORIGIN, "the answer from '%s' is larger than %zu bytes",

@@ -18,4 +18,7 @@ int mc_source_hf_resolve(const char *uri, const struct mc_source_opts *o,
 /* True when @path matches one of o->include (or when there is no include list). */
 bool mc_source_included(const struct mc_source_opts *o, const char *path);
 
+/* Sets the TLS and redirect policy on a curl easy handle @easy about to GET @url. */
+void mc_fetch_tls_policy(void *easy, const char *url, const char *ca_file, bool insecure);
+
 #endif

@@ -39,6 +39,11 @@ struct mc_pull_opts {
 	const char *const *uris; /* http(s) URLs; the file name is the URL path's basename */
 	size_t nuris;
 	struct mc_fetch_opts fetch; /* connections, chunk size, rate, TLS, writer, progress */
+	/* Only files whose path in the model matches an include (all when none) and no exclude. */
+	const char *const *include;
+	size_t ninclude;
+	const char *const *exclude;
+	size_t nexclude;
 };
 
 struct mc_pull_result {

@@ -53,6 +53,7 @@ struct mc_fetch_opts {
 	uint64_t chunk_size;  /* bytes per range, a multiple of MC_HASH_BLOCK; 0 → default */
 	uint64_t max_rate;    /* bytes per second across all transfers; 0 → unlimited */
 	const char *ca_file;  /* PEM bundle; NULL → SSL_CERT_FILE, else libcurl's default */
+	bool insecure;	      /* TLS not verified: only when the user asked for it by name */
 	enum mc_writer_kind writer;
 	unsigned connect_timeout_s; /* 0 → 30 */
 	/*

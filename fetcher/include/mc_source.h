@@ -47,12 +47,18 @@ struct mc_object_list {
 /* Options for resolving; zero is a usable default. */
 struct mc_source_opts {
 	const char *ca_file; /* as for the engine: NULL → SSL_CERT_FILE, else the system's */
+	bool insecure;	     /* as for the engine */
 	unsigned connect_timeout_s; /* 0 → 30 */
 	unsigned timeout_s;	    /* one listing or API request, whole; 0 → 120 */
 	const char *revision;	    /* hf: a revision overriding the URI's @revision, or NULL */
-	/* Only objects whose path matches one of these fnmatch(3) patterns; NULL → all. */
+	/*
+	 * Only objects whose path matches one of @include (all when none) and none of @exclude,
+	 * fnmatch(3) patterns against the path in the model ("*.safetensors", "original/[^/]*").
+	 */
 	const char *const *include;
 	size_t ninclude;
+	const char *const *exclude;
+	size_t nexclude;
 };
 
 /*

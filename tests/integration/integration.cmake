@@ -12,3 +12,4 @@ mc_script_test(integration.small_files integration/it_small_files.sh integration
 mc_script_test(integration.hf integration/it_hf.sh integration 300)
 mc_script_test(integration.max_rate integration/it_max_rate.sh integration 120)
 mc_script_test(integration.s3 integration/it_s3.sh integration 300)
+mc_script_test(integration.policy integration/it_policy.sh integration 120)

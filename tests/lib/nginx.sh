@@ -12,6 +12,8 @@
 #   /            ROOT, plain
 #   /capped/     ROOT with limit_rate 40m per connection (as S3 caps each connection)
 #   /rate/       ROOT with limit_rate from ?rate=N[k|m] (none when absent)
+#   /to-http/X   302 to http://.../X (from the TLS port too: a downgrade to refuse)
+#   /to-https/X  302 to https://.../X (with --tls)
 # Every request goes to $NGINX_DIR/access.log (text) and $NGINX_DIR/access.jsonl (one JSON
 # object per request: status, bytes, method, uri, args, range, if_range, if_match,
 # if_none_match, if_modified_since, conn, ...).
@@ -98,6 +100,8 @@ http {
         location / { }
         location /capped/ { alias $root/; limit_rate 40m; }
         location /rate/ { alias $root/; limit_rate \$mc_rate; }
+        location ~ ^/to-http/(.*)\$ { return 302 http://127.0.0.1:$port/\$1; }
+        location ~ ^/to-https/(.*)\$ { return 302 https://127.0.0.1:${tls_port:-1}/\$1; }
     }
 }
 CONF
