@@ -37,7 +37,7 @@
 struct s3 {
 	struct mc_s3_creds creds;
 	const char *scheme; /* "http" or "https" */
-	char host[300];	    /* as the Host header carries it */
+	char host[512];	    /* as the Host header carries it */
 	char base[256];	    /* endpoint path prefix, "" or "/something" */
 	bool path_style;
 	char bucket[256];

@@ -23,12 +23,13 @@ static void test_aws_example(void)
 	ASSERT_EQ(mc_sigv4_presign(&c, "https", "examplebucket.s3.amazonaws.com", "/test.txt", NULL,
 				   0, 1369353600 /* 2013-05-24T00:00:00Z */, &url, &err),
 		  0);
-	ASSERT_STR_EQ(url, "https://examplebucket.s3.amazonaws.com/test.txt"
-			   "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-			   "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
-			   "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
-			   "&X-Amz-Signature="
-			   "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
+	ASSERT_STR_EQ(
+	    url, "https://examplebucket.s3.amazonaws.com/test.txt"
+		 "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+		 "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+		 "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+		 "&X-Amz-Signature="
+		 "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
 	mc_free(url);
 }
 
