@@ -185,18 +185,19 @@ _rgw_start_osd() {
 	RGW_OSD_ID=$id
 }
 
-# _rgw_start_gw NAME PORTVAR: starts radosgw -n client.rgw.NAME on a free port (stored in PORTVAR,
-# and the conf rewritten), waits until it answers HTTP, bounded by RGW_START_TIMEOUT (default 60 s)
-# from $RGW_T0; sets _RGW_NEW_PID.
+# _rgw_start_gw NAME PORTVAR PIDVAR: starts radosgw -n client.rgw.NAME on a free port (stored in
+# PORTVAR, and the conf rewritten), its PID in PIDVAR at once (so rgw_stop finds it even if the test
+# is interrupted while it starts), and waits until it answers HTTP, bounded by RGW_START_TIMEOUT
+# (default 60 s) from $RGW_T0.
 _rgw_start_gw() {
-	local name=$1 portvar=$2 try port pid
+	local name=$1 portvar=$2 pidvar=$3 try port pid
 	for try in 1 2 3; do
 		port=$(rgw_free_port)
 		printf -v "$portvar" '%s' "$port"
 		_rgw_conf
 		radosgw -f -n "client.rgw.$name" -c "$RGW_DIR/ceph.conf" >"$RGW_DIR/log/client.rgw.$name.out" 2>&1 &
 		pid=$!
-		_RGW_NEW_PID=$pid
+		printf -v "$pidvar" '%s' "$pid"
 		# radosgw creates its pools (it needs the OSD up for that), then listens.
 		while [ "$(_rgw_elapsed "$RGW_T0" | cut -d. -f1)" -lt "${RGW_START_TIMEOUT:-60}" ]; do
 			kill -0 "$pid" 2>/dev/null || break
@@ -208,7 +209,7 @@ _rgw_start_gw() {
 			sleep 0.2
 		done
 		_rgw_stop_pid "$pid"
-		_RGW_NEW_PID=""
+		printf -v "$pidvar" '%s' ""
 		grep -qs 'Address already in use' "$RGW_DIR/log/client.rgw.$name.log" "$RGW_DIR/log/client.rgw.$name.out" && continue
 		_rgw_fail "radosgw client.rgw.$name did not answer on 127.0.0.1:$port within ${RGW_START_TIMEOUT:-60} s" "client.rgw.$name"
 	done
@@ -262,8 +263,7 @@ rgw_start() {
 	log "ceph-mon pid $RGW_MON_PID (127.0.0.1:$RGW_MON_V2,$RGW_MON_V1) up after $(_rgw_elapsed "$RGW_T0") s"
 	_rgw_start_osd
 	log "ceph-osd.$RGW_OSD_ID pid $RGW_OSD_PID (memstore, ${RGW_MEMSTORE_BYTES:-2147483648} bytes max)"
-	_rgw_start_gw a RGW_PORT
-	RGW_GW_PID=$_RGW_NEW_PID
+	_rgw_start_gw a RGW_PORT RGW_GW_PID
 	log "radosgw pid $RGW_GW_PID answers on 127.0.0.1:$RGW_PORT after $(_rgw_elapsed "$RGW_T0") s"
 
 	# The S3 user: random keys, so a test can grep for the secret and find only leaks.
@@ -290,8 +290,7 @@ rgw_start() {
 rgw_start_sts() {
 	[ -n "$RGW_GW_PID" ] || fail "rgw_start_sts needs rgw_start first"
 	RGW_T0=$(python3 -c 'import time; print(time.time())')
-	_rgw_start_gw sts RGW_STS_PORT
-	RGW_STS_PID=$_RGW_NEW_PID
+	_rgw_start_gw sts RGW_STS_PORT RGW_STS_PID
 	RGW_STS_URL="http://127.0.0.1:$RGW_STS_PORT"
 	export RGW_STS_URL RGW_STS_PORT
 	log "radosgw with STS pid $RGW_STS_PID answers on $RGW_STS_URL after $(_rgw_elapsed "$RGW_T0") s"
