@@ -45,6 +45,8 @@
 /* A pooled write buffer. It divides MC_HASH_BLOCK, so a block's end always ends a buffer. */
 #define BUF_SIZE	     (256u << 10)
 #define SYNC_INTERVAL_MS     250
+#define SYNC_BLOCKS	     64 /* a file syncs once this many blocks wait, whatever the time */
+#define CHECKPOINT_MS	     50 /* how often long ranges hand over their written blocks */
 #define PROGRESS_INTERVAL_MS 200
 #define RATE_BURST_MS	     100
 #define STEAL_MIN_AGE_MS     500
@@ -383,11 +385,17 @@ static int file_maybe_done(struct engine *e, struct mc_fetch_priv *p)
 static void sync_maybe_start(struct engine *e, struct mc_fetch_priv *p, uint64_t now, bool force)
 {
 	bool finished = file_fully_planned(p) && !p->ranges;
+	uint64_t pending = 0;
 	int ret;
 
 	if (p->sync_inflight || !p->npending)
 		return;
-	if (!force && !finished && now - p->last_sync_ms < SYNC_INTERVAL_MS)
+	/* Due after SYNC_INTERVAL_MS, or sooner at high rates: what a kill loses is bounded in
+	 * bytes as well as in time. */
+	for (size_t i = 0; i < p->npending; i++)
+		pending += p->pending[i].count;
+	if (!force && !finished && now - p->last_sync_ms < SYNC_INTERVAL_MS &&
+	    pending < SYNC_BLOCKS)
 		return;
 	memcpy(p->syncing, p->pending, p->npending * sizeof(*p->pending));
 	p->nsyncing = p->npending;
@@ -1311,7 +1319,7 @@ static void tick(struct engine *e, bool force_sync)
 {
 	uint64_t now = mc_now_ms();
 
-	if (now - e->last_checkpoint_ms >= SYNC_INTERVAL_MS) {
+	if (now - e->last_checkpoint_ms >= CHECKPOINT_MS) {
 		e->last_checkpoint_ms = now;
 		for (unsigned i = 0; i < e->nx; i++)
 			checkpoint(e, &e->x[i]);
