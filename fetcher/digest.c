@@ -34,6 +34,28 @@ void mc_digest_combine(const uint8_t *block_digests, uint64_t nblocks, uint64_t 
 		digest[i] = c.digest[i];
 }
 
+/*
+ * Reads exactly @len bytes at @off. Returns 0, -errno, or -ENODATA when the file ends first
+ * (shorter than its index says: a different content).
+ */
+static int read_exact(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = pread(fd, buf + got, len - got, (off_t)(off + got));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
 int mc_digest_file(int fd, uint64_t size, uint8_t digest[MC_DIGEST_LEN])
 {
 	uint64_t nblocks = (size + MC_HASH_BLOCK - 1) / MC_HASH_BLOCK;
@@ -50,23 +72,10 @@ int mc_digest_file(int fd, uint64_t size, uint8_t digest[MC_DIGEST_LEN])
 	for (uint64_t b = 0; b < nblocks; b++) {
 		uint64_t off = b * MC_HASH_BLOCK;
 		size_t want = (size_t)(size - off < MC_HASH_BLOCK ? size - off : MC_HASH_BLOCK);
-		size_t got = 0;
 
-		while (got < want) {
-			ssize_t n = pread(fd, buf + got, want - got, (off_t)(off + got));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				ret = -errno;
-				goto out;
-			}
-			if (n == 0) {
-				/* The file is shorter than the index says: a different content. */
-				ret = -ENODATA;
-				goto out;
-			}
-			got += (size_t)n;
-		}
+		ret = read_exact(fd, buf, want, off);
+		if (ret)
+			goto out;
 		XXH128_canonicalFromHash(&c, XXH3_128bits(buf, want));
 		for (int i = 0; i < MC_DIGEST_LEN; i++)
 			blocks[b * MC_DIGEST_LEN + (uint64_t)i] = c.digest[i];
@@ -92,23 +101,15 @@ int mc_sha256_file(int fd, uint64_t size, uint8_t sum[32])
 	}
 	while (off < size) {
 		size_t want = (size_t)(size - off < MC_HASH_BLOCK ? size - off : MC_HASH_BLOCK);
-		ssize_t n = pread(fd, buf, want, (off_t)off);
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = -errno;
+		ret = read_exact(fd, buf, want, off);
+		if (ret)
 			goto out;
-		}
-		if (n == 0) {
-			ret = -ENODATA;
-			goto out;
-		}
-		if (!EVP_DigestUpdate(ctx, buf, (size_t)n)) {
+		if (!EVP_DigestUpdate(ctx, buf, want)) {
 			ret = -EIO;
 			goto out;
 		}
-		off += (uint64_t)n;
+		off += want;
 	}
 	if (!EVP_DigestFinal_ex(ctx, sum, &len))
 		ret = -EIO;
