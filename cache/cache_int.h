@@ -133,6 +133,8 @@ int64_t mc_store_mtime_ns(const struct stat *st);
 /* One file of a version's tree: its path in the model and the blob it links to. */
 struct mc_tree_entry {
 	char *path;
+	char *source; /* redacted URL or s3:// / hf:// identity */
+	char *etag;   /* "" when none */
 	char hex[MC_DIGEST_HEX];
 	uint64_t size;
 	uint64_t inode;

@@ -463,7 +463,10 @@ int mc_index_tree_entries(struct mc_cache *c, int64_t version, struct mc_tree_en
 		}
 		memset(&e[len], 0, sizeof(e[len]));
 		e[len].path = mc_strdup(mc_index_text(s, 0));
-		if (!e[len].path) {
+		e[len].source = mc_strdup(mc_index_text(s, 3));
+		e[len].etag = mc_strdup(mc_index_text(s, 4));
+		if (!e[len].path || !e[len].source || !e[len].etag) {
+			len++; /* so that out_free frees what this row got */
 			ret = mc_err_set(err, -ENOMEM, "out of memory");
 			goto out_free;
 		}
@@ -491,8 +494,11 @@ out:
 
 void mc_tree_entries_free(struct mc_tree_entry *e, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		mc_free(e[i].path);
+		mc_free(e[i].source);
+		mc_free(e[i].etag);
+	}
 	mc_free(e);
 }
 

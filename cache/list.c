@@ -14,73 +14,37 @@
 
 #include "mc_banned.h"
 
-static void files_free(struct mc_file_info *f, size_t n)
+/*
+ * The files of @version as the caller sees them: *out points into *entries (which the caller
+ * frees with mc_tree_entries_free() after the callback), sizes summed into *bytes.
+ */
+static int read_files(struct mc_cache *c, int64_t version, struct mc_tree_entry **entries,
+		      struct mc_file_info **out, size_t *n, uint64_t *bytes, struct mc_err *err)
 {
-	for (size_t i = 0; i < n; i++) {
-		mc_free((char *)f[i].path);
-		mc_free((char *)f[i].digest);
-		mc_free((char *)f[i].source);
-		mc_free((char *)f[i].etag);
-	}
-	mc_free(f);
-}
+	struct mc_file_info *f;
+	int ret;
 
-/* Copies the files of @version into *out, summing their sizes into *bytes. */
-static int read_files(struct mc_cache *c, int64_t version, struct mc_file_info **out, size_t *n,
-		      uint64_t *bytes, struct mc_err *err)
-{
-	struct mc_file_info *f = NULL, *grown;
-	size_t len = 0, cap = 0;
-	sqlite3_stmt *s = NULL;
-	int rc, ret;
-
-	ret = mc_index_stmt(c, MC_STMT_FILES_OF_VERSION, &s, err);
+	ret = mc_index_tree_entries(c, version, entries, n, err);
 	if (ret)
-		goto out;
-	sqlite3_bind_int64(s, 1, version);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (len == cap) {
-			cap = cap ? 2 * cap : 16;
-			grown = mc_realloc(f, cap * sizeof(*f));
-			if (!grown) {
-				ret = mc_err_set(err, -ENOMEM, "out of memory");
-				goto out_free;
-			}
-			f = grown;
-		}
-		f[len].path = mc_strdup(mc_index_text(s, 0));
-		f[len].size = (uint64_t)sqlite3_column_int64(s, 1);
-		f[len].digest = mc_strdup(mc_index_text(s, 2));
-		f[len].source = mc_strdup(mc_index_text(s, 3));
-		f[len].etag = mc_strdup(mc_index_text(s, 4));
-		len++;
-		if (!f[len - 1].path || !f[len - 1].digest || !f[len - 1].source ||
-		    !f[len - 1].etag) {
-			ret = mc_err_set(err, -ENOMEM, "out of memory");
-			goto out_free;
-		}
-		*bytes += f[len - 1].size;
-	}
-	if (rc != SQLITE_DONE) {
-		ret =
-		    mc_index_fail(c, rc, err, "list the files of version %lld", (long long)version);
-		goto out_free;
+		return ret;
+	f = mc_calloc(*n ? *n : 1, sizeof(*f));
+	if (!f)
+		return mc_err_set(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < *n; i++) {
+		const struct mc_tree_entry *e = &(*entries)[i];
+
+		f[i] = (struct mc_file_info){e->path, e->size, e->hex, e->source, e->etag};
+		*bytes += e->size;
 	}
 	*out = f;
-	*n = len;
-	f = NULL;
-	len = 0;
-out_free:
-	sqlite3_reset(s);
-	files_free(f, len);
-out:
-	return ret;
+	return 0;
 }
 
 int mc_cache_list(struct mc_cache *c, int (*cb)(void *ctx, const struct mc_model_info *m),
 		  void *ctx, struct mc_err *err)
 {
 	struct mc_model_row *rows = NULL;
+	struct mc_tree_entry *entries;
 	struct mc_file_info *files;
 	struct mc_model_info m;
 	size_t nrows = 0, nfiles;
@@ -89,12 +53,16 @@ int mc_cache_list(struct mc_cache *c, int (*cb)(void *ctx, const struct mc_model
 	ret = mc_index_models(c, &rows, &nrows, err);
 	for (size_t i = 0; !ret && i < nrows; i++) {
 		memset(&m, 0, sizeof(m));
+		entries = NULL;
 		files = NULL;
 		nfiles = 0;
 		if (rows[i].current)
-			ret = read_files(c, rows[i].current, &files, &nfiles, &m.bytes, err);
-		if (ret)
+			ret = read_files(c, rows[i].current, &entries, &files, &nfiles, &m.bytes,
+					 err);
+		if (ret) {
+			mc_tree_entries_free(entries, nfiles);
 			break;
+		}
 		m.name = rows[i].name;
 		m.state = rows[i].current ? "complete" : rows[i].state;
 		m.version = rows[i].current ? rows[i].current : rows[i].version;
@@ -105,7 +73,8 @@ int mc_cache_list(struct mc_cache *c, int (*cb)(void *ctx, const struct mc_model
 		m.file = files;
 		m.nfile = nfiles;
 		ret = cb(ctx, &m);
-		files_free(files, nfiles);
+		mc_free(files);
+		mc_tree_entries_free(entries, nfiles);
 	}
 	mc_model_rows_free(rows, nrows);
 	return ret;
