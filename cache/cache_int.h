@@ -18,9 +18,15 @@
 /* PRAGMA application_id of every mcache index: "MCCH". */
 #define MC_INDEX_APP_ID 0x4d434348
 /* PRAGMA user_version this build writes; older indexes are migrated on open. */
-#define MC_INDEX_VERSION 2
-/* A download row whose owner has not written a heartbeat for this long is free to take over. */
-#define MC_LEASE_TTL_S 60
+#define MC_INDEX_VERSION 3
+/*
+ * A session that cannot be checked by its pid (another PID namespace or node) is alive while it
+ * writes a heartbeat at least this often; live sessions write one every MC_HEARTBEAT_S.
+ */
+#define MC_LEASE_TTL_S 30
+#define MC_HEARTBEAT_S 5
+/* How often a pull waiting for another process's download looks at the index again. */
+#define MC_WAIT_POLL_MS 200
 /* "ab/" + 32 hex digits + NUL: a blob's path beneath blobs/. */
 #define MC_BLOB_REL_MAX (3 + MC_DIGEST_HEX)
 
@@ -68,13 +74,42 @@ struct mc_cache {
 	int models_fd;
 	sqlite3 *db;
 	sqlite3_stmt *stmt[MC_STMT_COUNT];
-	char boot_id[40]; /* /proc/sys/kernel/random/boot_id, "" when unknown */
+	char boot_id[40];     /* /proc/sys/kernel/random/boot_id, "" when unknown */
+	uint64_t pid_ns;      /* inode of /proc/self/ns/pid, 0 when unknown */
+	uint64_t start_ticks; /* this process's start time (/proc/self/stat field 22) */
+	int64_t session_id;   /* our sessions row, 0 before mc_session_open() */
+	int64_t heartbeat_at; /* unix seconds of our last heartbeat */
+	bool unclean;	      /* a session of a process that died was found at open */
 };
+
+/* lease.c: sessions (one per process with the cache open) and the leases they hold. */
+
+/*
+ * Records this process as a session, reaps the sessions of processes that died (their leases
+ * become free) and sets c->unclean when there were any.
+ */
+int mc_session_open(struct mc_cache *c, struct mc_err *err);
+/* Deletes our session row: a clean close. */
+void mc_session_close(struct mc_cache *c);
+/* Writes our heartbeat when the last one is MC_HEARTBEAT_S old (or @force). */
+int mc_session_heartbeat(struct mc_cache *c, bool force, struct mc_err *err);
+/*
+ * True when session @id belongs to a live process: by its pid and start time when it runs in
+ * our boot and PID namespace, else by a heartbeat younger than MC_LEASE_TTL_S. Our own session
+ * is alive; id 0 or a reaped session is not. Errors reading the index count as alive (the safe
+ * answer: wait rather than take over).
+ */
+bool mc_session_alive(struct mc_cache *c, int64_t id);
 
 /* index.c */
 
 /* Opens or creates DIR/index.db, refusing a file that is not an mcache index. */
 int mc_index_open(struct mc_cache *c, struct mc_err *err);
+/*
+ * PRAGMA quick_check, run when the last process did not close cleanly: MC_E_INDEX, naming
+ * `mcache rebuild-index`, when the index is damaged.
+ */
+int mc_index_quick_check(struct mc_cache *c, struct mc_err *err);
 /* Finalizes the cached statements and closes the connection. */
 void mc_index_close(struct mc_cache *c);
 /* Returns in *out the cached statement @id, reset and with its bindings cleared. */
@@ -191,6 +226,9 @@ struct mc_pull_file {
 	bool recorded;	     /* a files row exists for this version */
 	bool reused;	     /* the bytes came from a blob already in the cache */
 	bool resumed;	     /* open found durable blocks of an earlier run */
+	bool deferred;	     /* another live process is downloading it: wait, then look again */
+	bool taken_over;     /* resumed from a process presumed dead: rehash before publish */
+	uint64_t fetched;    /* bytes received in earlier rounds of this pull */
 	bool size_listed;    /* the source listed the object's size: listed_size */
 	uint64_t listed_size;
 	char sha256[65]; /* the SHA-256 the origin publishes, checked before publishing */

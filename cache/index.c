@@ -84,6 +84,25 @@ static const char *const migrations[MC_INDEX_VERSION] = {
      * instead of downloading the object again.
      */
     "ALTER TABLE downloads ADD COLUMN digest TEXT;",
+    /*
+     * 2 → 3: processes sharing the cache. A session is one process with the index open; a
+     * download or a version in the making is leased to a session (see lease.c). A session row
+     * left by a process that died tells the next one that the last run did not close cleanly.
+     */
+    "CREATE TABLE sessions("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " pid INTEGER NOT NULL,"
+    " boot_id TEXT NOT NULL,"
+    " pid_ns INTEGER NOT NULL,"
+    " start_ticks INTEGER NOT NULL,"
+    " started_at INTEGER NOT NULL,"
+    " heartbeat_at INTEGER NOT NULL);"
+    "ALTER TABLE downloads DROP COLUMN owner_pid;"
+    "ALTER TABLE downloads DROP COLUMN owner_boot_id;"
+    "ALTER TABLE downloads DROP COLUMN heartbeat_at;"
+    "ALTER TABLE downloads ADD COLUMN session_id INTEGER;"
+    "ALTER TABLE versions ADD COLUMN session_id INTEGER;"
+    "CREATE TABLE settings(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
 };
 
 static const char *const stmt_sql[MC_STMT_COUNT] = {
@@ -104,9 +123,10 @@ static const char *const stmt_sql[MC_STMT_COUNT] = {
 	" FROM models m LEFT JOIN versions v ON v.id = coalesce(m.current_version,"
 	"  (SELECT max(id) FROM versions WHERE model_id = m.id))"
 	" ORDER BY m.name",
-    [MC_STMT_VERSION_INSERT] = "INSERT INTO versions(model_id, state, created_at)"
-			       " VALUES(?1, 'pulling', ?2)",
-    [MC_STMT_VERSION_STATE] = "UPDATE versions SET state = ?2, completed_at = ?3 WHERE id = ?1",
+    [MC_STMT_VERSION_INSERT] = "INSERT INTO versions(model_id, state, created_at, session_id)"
+			       " VALUES(?1, 'pulling', ?2, ?3)",
+    [MC_STMT_VERSION_STATE] = "UPDATE versions SET state = ?2, completed_at = ?3,"
+			      " session_id = NULL WHERE id = ?1",
     [MC_STMT_VERSION_SET_TAG] = "UPDATE versions SET tag = ?2 WHERE id = ?1",
     [MC_STMT_VERSION_DELETE] = "DELETE FROM versions WHERE id = ?1",
     [MC_STMT_VERSION_TOTALS] = "SELECT count(*), coalesce(sum(size), 0) FROM files"
@@ -129,16 +149,16 @@ static const char *const stmt_sql[MC_STMT_COUNT] = {
 			   " WHERE f.source = ?1 AND (f.etag <> '' OR f.last_modified <> '')"
 			   " ORDER BY f.version_id DESC LIMIT 1",
     [MC_STMT_DOWNLOAD_GET] = "SELECT id, size, etag, last_modified, coalesce(tmp_name, ''),"
-			     " coalesce(owner_pid, 0), coalesce(owner_boot_id, ''),"
-			     " coalesce(heartbeat_at, 0), coalesce(digest, '')"
+			     " coalesce(session_id, 0), coalesce(digest, '')"
 			     " FROM downloads WHERE source = ?1",
-    [MC_STMT_DOWNLOAD_INSERT] =
-	"INSERT INTO downloads(source, size, etag, last_modified, owner_pid,"
-	" owner_boot_id, heartbeat_at, created_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    [MC_STMT_DOWNLOAD_INSERT] = "INSERT INTO downloads(source, size, etag, last_modified,"
+				" session_id, created_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     [MC_STMT_DOWNLOAD_SET_TMP] = "UPDATE downloads SET tmp_name = ?2 WHERE id = ?1",
-    [MC_STMT_DOWNLOAD_SET_DIGEST] = "UPDATE downloads SET digest = ?2 WHERE id = ?1",
-    [MC_STMT_DOWNLOAD_CLAIM] = "UPDATE downloads SET owner_pid = ?2, owner_boot_id = ?3,"
-			       " heartbeat_at = ?4 WHERE id = ?1",
+    [MC_STMT_DOWNLOAD_SET_DIGEST] = "UPDATE downloads SET digest = ?2"
+				    " WHERE id = ?1 AND session_id = ?3",
+    /* Compare and swap: only the lease seen dead (?3) is taken over. */
+    [MC_STMT_DOWNLOAD_CLAIM] = "UPDATE downloads SET session_id = ?2"
+			       " WHERE id = ?1 AND coalesce(session_id, 0) = ?3",
     [MC_STMT_DOWNLOAD_DELETE] = "DELETE FROM downloads WHERE id = ?1",
     [MC_STMT_DOWNLOAD_BY_TMP] = "SELECT 1 FROM downloads WHERE tmp_name = ?1",
     [MC_STMT_SPANS_GET] = "SELECT first_block, nblocks, digests FROM download_spans"
@@ -426,6 +446,25 @@ int mc_index_open(struct mc_cache *c, struct mc_err *err)
 		ret = mc_err_set(err, MC_E_INDEX, "cannot open '%s': damaged index (%s)",
 				 c->index_path, sqlite3_errmsg(c->db));
 out:
+	return ret;
+}
+
+int mc_index_quick_check(struct mc_cache *c, struct mc_err *err)
+{
+	sqlite3_stmt *s = NULL;
+	const char *first = "";
+	int rc, ret = 0;
+
+	rc = sqlite3_prepare_v2(c->db, "PRAGMA quick_check", -1, &s, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		first = mc_index_text(s, 0);
+	if (rc != SQLITE_ROW || strcmp(first, "ok"))
+		ret = mc_err_set(err, MC_E_INDEX,
+				 "index '%s' is damaged (%.200s): run 'mcache rebuild-index'",
+				 c->index_path, rc == SQLITE_ROW ? first : sqlite3_errstr(rc));
+	sqlite3_finalize(s);
 	return ret;
 }
 

@@ -128,37 +128,51 @@ out:
 	return ret;
 }
 
-/* Records this process as the writer of download @id, with a fresh heartbeat. */
-static int claim_download(struct mc_pull *p, int64_t id, struct mc_err *err)
+/*
+ * Takes download @id over from session @seen (dead, or ours from an earlier pull in this
+ * process). *won is false when another process took it first.
+ */
+static int claim_download(struct mc_pull *p, int64_t id, int64_t seen, bool *won,
+			  struct mc_err *err)
 {
 	sqlite3_stmt *s = NULL;
 	int ret;
 
+	*won = false;
 	ret = mc_index_stmt(p->c, MC_STMT_DOWNLOAD_CLAIM, &s, err);
 	if (ret)
 		goto out;
 	sqlite3_bind_int64(s, 1, id);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)getpid());
-	sqlite3_bind_text(s, 3, p->c->boot_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, mc_now_unix());
-	ret = mc_index_exec(p->c, s, "record download progress", err);
+	sqlite3_bind_int64(s, 2, p->c->session_id);
+	sqlite3_bind_int64(s, 3, seen);
+	ret = mc_index_exec(p->c, s, "take over a download", err);
+	*won = !ret && sqlite3_changes(p->c->db) == 1;
 out:
 	return ret;
 }
 
-/* Takes the temp file's lock; a live process holding it means the download is not ours. */
+/*
+ * Another live process owns this object's download: skip it in this round, and wait for that
+ * process to publish it (mc_cache_pull) instead of fetching the same bytes twice.
+ */
+static void defer(struct mc_pull_file *pf)
+{
+	pf->f.skip = true;
+	pf->deferred = true;
+}
+
+/*
+ * Takes the temp file's lock. -EBUSY, without a message, when a live process holds it: the
+ * download is not ours.
+ */
 static int lock_tmp(int fd, const char *label, struct mc_err *err)
 {
 	int ret = 0;
 
-	if (flock(fd, LOCK_EX | LOCK_NB)) {
-		if (errno == EWOULDBLOCK)
-			ret = mc_err_set(err, -EBUSY,
-					 "cannot download '%s': another process is downloading it",
-					 label);
-		else
-			ret = mc_err_errno(err, -errno, "cannot lock the download of '%s'", label);
-	}
+	if (flock(fd, LOCK_EX | LOCK_NB))
+		ret = errno == EWOULDBLOCK
+			  ? -EBUSY
+			  : mc_err_errno(err, -errno, "cannot lock the download of '%s'", label);
 	return ret;
 }
 
@@ -209,6 +223,7 @@ struct download_row {
 	char etag[256];
 	char last_modified[64];
 	char tmp_name[32];
+	int64_t session_id;	    /* the lease: the session writing it, 0 for none */
 	char digest[MC_DIGEST_HEX]; /* set once the temp file is about to become a blob */
 };
 
@@ -230,7 +245,8 @@ static int get_download(struct mc_pull *p, struct mc_pull_file *pf, struct downl
 		snprintf(d->etag, sizeof(d->etag), "%s", mc_index_text(s, 2));
 		snprintf(d->last_modified, sizeof(d->last_modified), "%s", mc_index_text(s, 3));
 		snprintf(d->tmp_name, sizeof(d->tmp_name), "%s", mc_index_text(s, 4));
-		snprintf(d->digest, sizeof(d->digest), "%s", mc_index_text(s, 8));
+		d->session_id = sqlite3_column_int64(s, 5);
+		snprintf(d->digest, sizeof(d->digest), "%s", mc_index_text(s, 6));
 	} else if (rc != SQLITE_DONE) {
 		ret = mc_index_fail(p->c, rc, err, "look up the download of '%s'", pf->f.label);
 	}
@@ -276,18 +292,26 @@ out:
 	return ret;
 }
 
-/* Resumes a download of the same object left by an earlier run; sets f->fd when it does. */
+/*
+ * The object has a download row. Its owner alive (by its session, or by the temp file's lock):
+ * defer. Else resume it when it is the same object, adopting a blob its owner published just
+ * before dying, or drop it. Sets f->fd when it resumes.
+ */
 static int try_resume(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
 {
 	struct mc_fetch_file *f = &pf->f;
 	struct download_row d;
 	struct stat st;
-	bool valid;
+	bool valid, won;
 	int fd, ret;
 
 	ret = get_download(p, pf, &d, err);
 	if (ret || !d.id)
 		goto out;
+	if (d.session_id != p->c->session_id && mc_session_alive(p->c, d.session_id)) {
+		defer(pf);
+		goto out;
+	}
 	if (same_object(&d, &f->remote)) {
 		ret = try_adopt(p, pf, &d, err);
 		if (ret || f->skip)
@@ -298,7 +322,11 @@ static int try_resume(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err 
 		 : -1;
 	if (fd >= 0) {
 		ret = lock_tmp(fd, f->label, err);
-		if (ret)
+		if (ret == -EBUSY) {
+			ret = 0;
+			defer(pf);
+		}
+		if (ret || f->skip)
 			goto out_close;
 	}
 	if (!same_object(&d, &f->remote) || fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode) ||
@@ -309,11 +337,15 @@ static int try_resume(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err 
 		goto out_close;
 	if (!valid)
 		goto out_drop;
-	ret = claim_download(p, d.id, err);
-	if (ret)
+	ret = claim_download(p, d.id, d.session_id, &won, err);
+	if (!ret && !won)
+		defer(pf);
+	if (ret || !won)
 		goto out_close;
 	pf->download_id = d.id;
 	pf->resumed = true;
+	/* Its writer may still be alive after all (a lease misjudged): rehash before publish. */
+	pf->taken_over = d.session_id != p->c->session_id;
 	snprintf(pf->tmp_name, sizeof(pf->tmp_name), "%s", d.tmp_name);
 	f->fd = fd;
 	goto out;
@@ -344,15 +376,13 @@ static int insert_download(struct mc_pull *p, struct mc_pull_file *pf, struct mc
 	sqlite3_bind_int64(s, 2, (sqlite3_int64)r->size);
 	sqlite3_bind_text(s, 3, r->etag, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 4, r->last_modified, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 5, (sqlite3_int64)getpid());
-	sqlite3_bind_text(s, 6, c->boot_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 7, mc_now_unix());
+	sqlite3_bind_int64(s, 5, c->session_id);
+	sqlite3_bind_int64(s, 6, mc_now_unix());
 	rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-		ret = mc_err_set(err, -EBUSY,
-				 "cannot download '%s': another process is downloading it",
-				 pf->f.label);
+		/* Another process started it since try_resume() looked: wait for it. */
+		defer(pf);
 		goto out_rollback;
 	}
 	if (rc != SQLITE_DONE) {
@@ -386,7 +416,7 @@ static int start_download(struct mc_pull *p, struct mc_pull_file *pf, struct mc_
 	int fd = -1, ret;
 
 	ret = insert_download(p, pf, err);
-	if (ret)
+	if (ret || pf->deferred)
 		goto out;
 	ret = mc_store_tmp_create(p->c, pf->tmp_name, f->remote.size, f->label, &fd, err);
 	if (!ret)
@@ -412,6 +442,8 @@ static int pull_open(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 
 	f->fd = -1;
 	f->skip = false;
+	pf->deferred = false;
+	pf->taken_over = false;
 	if (pf->size_listed && f->remote.size != pf->listed_size) {
 		ret = mc_err_set(err, MC_E_ORIGIN,
 				 "'%s' has %llu bytes at the origin but %llu in its listing",
@@ -467,7 +499,7 @@ static int pull_blocks_durable(void *ctx, struct mc_fetch_file *f,
 		if (ret)
 			goto out_rollback;
 	}
-	ret = claim_download(p, pf->download_id, err);
+	ret = mc_session_heartbeat(p->c, false, err);
 	if (!ret)
 		ret = mc_index_commit(p->c, err);
 	if (!ret)
@@ -541,8 +573,11 @@ out:
 	return ret;
 }
 
-/* Notes the digest on the download row before its temp file becomes a blob (see try_adopt). */
-static int record_digest(struct mc_pull *p, struct mc_pull_file *pf, const char *hex,
+/*
+ * Notes the digest on the download row before its temp file becomes a blob (see try_adopt),
+ * if the download is still ours: *lost when another process took it over, judging us dead.
+ */
+static int record_digest(struct mc_pull *p, struct mc_pull_file *pf, const char *hex, bool *lost,
 			 struct mc_err *err)
 {
 	sqlite3_stmt *s = NULL;
@@ -553,9 +588,31 @@ static int record_digest(struct mc_pull *p, struct mc_pull_file *pf, const char 
 		goto out;
 	sqlite3_bind_int64(s, 1, pf->download_id);
 	sqlite3_bind_text(s, 2, hex, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, p->c->session_id);
 	ret = mc_index_exec(p->c, s, "record a download's digest", err);
+	*lost = !ret && sqlite3_changes(p->c->db) != 1;
 out:
 	return ret;
+}
+
+/* A download taken over from a process presumed dead is read back whole before publishing. */
+static int check_taken_over(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	uint8_t digest[MC_DIGEST_LEN];
+	int ret;
+
+	ret = mc_digest_file(pf->f.fd, pf->f.remote.size, digest);
+	if (ret)
+		return mc_err_errno(err, ret, "cannot read '%s/tmp/%s'", p->c->dir, pf->tmp_name);
+	if (!memcmp(digest, pf->f.digest, sizeof(digest)))
+		return 0;
+	close(pf->f.fd);
+	pf->f.fd = -1;
+	drop_download(p, pf->download_id, pf->tmp_name, NULL);
+	pf->download_id = 0;
+	return mc_err_set(err, MC_E_INTEGRITY,
+			  "'%s' changed on disk while it was downloaded (two writers?): dropped",
+			  pf->f.label);
 }
 
 /*
@@ -590,7 +647,7 @@ static int pull_done(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 	struct mc_pull *p = ctx;
 	struct mc_pull_file *pf = f->user;
 	char hex[MC_DIGEST_HEX], rel[MC_BLOB_REL_MAX];
-	bool indexed, dedup;
+	bool indexed, dedup, lost;
 	struct stat st;
 	int ret;
 
@@ -613,8 +670,21 @@ static int pull_done(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 		if (ret)
 			goto out;
 	}
+	if (pf->taken_over) {
+		ret = check_taken_over(p, pf, err);
+		if (ret)
+			goto out;
+	}
 	mc_store_blob_rel(f->digest, hex, rel);
-	ret = record_digest(p, pf, hex, err);
+	ret = record_digest(p, pf, hex, &lost, err);
+	if (!ret && lost) {
+		/* Its new owner publishes it; this pull waits for that like any deferred file. */
+		close(f->fd);
+		f->fd = -1;
+		pf->download_id = 0;
+		pf->deferred = true;
+		goto out;
+	}
 	if (!ret)
 		ret = blob_is_indexed(p, hex, rel, &indexed, err);
 	if (!ret)
@@ -683,6 +753,7 @@ int mc_pull_begin(struct mc_pull *p, struct mc_cache *c, const char *name, const
 		goto out_rollback;
 	sqlite3_bind_int64(s, 1, p->model_id);
 	sqlite3_bind_int64(s, 2, mc_now_unix());
+	sqlite3_bind_int64(s, 3, c->session_id);
 	ret = mc_index_exec(c, s, "record a new version", err);
 	if (ret)
 		goto out_rollback;
@@ -1153,12 +1224,160 @@ static int fill_result(struct mc_pull *p, const struct mc_fetch_stats *stats,
 	snprintf(res->name, sizeof(res->name), "%s", p->name);
 	res->version = p->version;
 	for (size_t i = 0; i < p->nfile; i++) {
-		res->bytes_fetched += p->file[i].f.bytes_fetched;
+		res->bytes_fetched += p->file[i].fetched + p->file[i].f.bytes_fetched;
 		res->files_reused += p->file[i].reused;
 	}
 	if (res->bytes_fetched && stats->writer != MC_WRITER_AUTO)
 		res->writer = mc_writer_kind_name(stats->writer);
 	return version_totals(p->c, p->version, &res->files, &res->bytes, err);
+}
+
+/* Bytes held durably so far by the download row @id (its owner's progress). */
+static uint64_t durable_bytes(struct mc_pull *p, int64_t id, uint64_t size)
+{
+	sqlite3_stmt *s = NULL;
+	uint64_t blocks = 0;
+
+	if (sqlite3_prepare_v2(p->c->db,
+			       "SELECT coalesce(sum(nblocks), 0) FROM download_spans"
+			       " WHERE download_id = ?1",
+			       -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(s, 1, id);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			blocks = (uint64_t)sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	return blocks * MC_HASH_BLOCK < size ? blocks * MC_HASH_BLOCK : size;
+}
+
+/*
+ * One look at a deferred file: reused now that its owner published it (same object, by the
+ * validators its probe saw), still owned by a live process (*busy, *held its progress), or
+ * free to fetch (its owner died or gave up: the next round resumes or restarts it).
+ */
+static int look_again(struct mc_pull *p, struct mc_pull_file *pf, bool *busy, uint64_t *held,
+		      struct mc_err *err)
+{
+	struct download_row d;
+	int ret;
+
+	*busy = false;
+	ret = try_reuse(p, pf, err);
+	if (ret || pf->f.skip)
+		goto out;
+	ret = get_download(p, pf, &d, err);
+	if (ret)
+		goto out;
+	if (d.id && d.session_id != p->c->session_id && mc_session_alive(p->c, d.session_id)) {
+		*busy = true;
+		*held += durable_bytes(p, d.id, d.size);
+		goto out;
+	}
+	/* Its next probe is conditional on what the owner left, published or partial. */
+	ret = fill_known(p, pf, err);
+out:
+	return ret;
+}
+
+/* Polls the deferred files until one can be reused or fetched; clears their `deferred`. */
+static int wait_for_owners(struct mc_pull *p, const struct mc_pull_opts *o, struct mc_err *err)
+{
+	uint64_t own, held, total;
+	bool busy, moved = false;
+	int ret = 0;
+
+	for (;;) {
+		own = held = total = 0;
+		for (size_t i = 0; i < p->nfile; i++) {
+			struct mc_pull_file *pf = &p->file[i];
+
+			total += pf->f.remote.size;
+			if (!pf->deferred) {
+				own += pf->f.remote.size;
+				continue;
+			}
+			ret = look_again(p, pf, &busy, &held, err);
+			if (ret)
+				goto out;
+			if (!busy) {
+				pf->deferred = false;
+				moved = true;
+			}
+		}
+		if (moved)
+			goto out;
+		if (o->fetch.progress)
+			o->fetch.progress(o->fetch.progress_ctx, own + held, total);
+		ret = mc_session_heartbeat(p->c, false, err);
+		if (ret)
+			goto out;
+		if (mc_fetch_interrupted()) {
+			ret = mc_err_set(err, MC_E_INTERRUPTED, "interrupted");
+			goto out;
+		}
+		usleep(MC_WAIT_POLL_MS * 1000);
+	}
+out:
+	return ret;
+}
+
+static void add_stats(struct mc_fetch_stats *sum, const struct mc_fetch_stats *st)
+{
+	sum->requests += st->requests;
+	sum->retries += st->retries;
+	sum->steals += st->steals;
+	sum->bytes += st->bytes;
+	sum->held_checked += st->held_checked;
+	sum->held_refetched += st->held_refetched;
+	if (st->writer != MC_WRITER_AUTO)
+		sum->writer = st->writer;
+}
+
+/*
+ * Fetches @files[0..n) in rounds: files another live process is downloading are deferred,
+ * waited for, then reused once it publishes them, or taken over (resumed) if it dies.
+ * @files is reused as scratch space for the later rounds.
+ */
+static int fetch_rounds(struct mc_pull *p, const struct mc_pull_opts *o, struct mc_fetch_opts *fo,
+			struct mc_fetch_file **files, size_t n, struct mc_err *err)
+{
+	struct mc_fetch_stats *sum = fo->stats, round;
+	bool noted = false, waiting;
+	int ret = 0;
+
+	memset(sum, 0, sizeof(*sum));
+	fo->stats = &round;
+	for (;;) {
+		if (n) {
+			memset(&round, 0, sizeof(round));
+			ret = mc_fetch_run(fo, files, n, &mc_pull_ops, p, err);
+			add_stats(sum, &round);
+			if (ret)
+				break;
+		}
+		waiting = false;
+		for (size_t i = 0; i < p->nfile; i++) {
+			p->file[i].fetched += p->file[i].f.bytes_fetched;
+			p->file[i].f.bytes_fetched = 0;
+			if (p->file[i].deferred && !noted && o->notice) {
+				o->notice(o->notice_ctx, p->file[i].f.label);
+				noted = true;
+			}
+			waiting |= p->file[i].deferred;
+		}
+		if (!waiting)
+			break;
+		ret = wait_for_owners(p, o, err);
+		if (ret)
+			break;
+		/* Files no longer deferred and not reused while waiting: the next round's. */
+		n = 0;
+		for (size_t i = 0; i < p->nfile; i++)
+			if (!p->file[i].deferred && !p->file[i].recorded)
+				files[n++] = &p->file[i].f;
+	}
+	fo->stats = sum;
+	return ret;
 }
 
 int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pull_result *res,
@@ -1229,7 +1448,7 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 	if (!fo.stats)
 		fo.stats = &own;
 	if (!ret && nfetch)
-		ret = mc_fetch_run(&fo, files, nfetch, &mc_pull_ops, &p, err);
+		ret = fetch_rounds(&p, o, &fo, files, nfetch, err);
 	if (!ret)
 		ret = mc_pull_publish(&p, err);
 	if (ret && p.file)

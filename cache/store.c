@@ -590,21 +590,6 @@ out:
 	return ret;
 }
 
-static void read_boot_id(char *buf, size_t len)
-{
-	ssize_t n = -1;
-	int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
-
-	if (fd >= 0) {
-		n = read(fd, buf, len - 1);
-		close(fd);
-	}
-	if (n < 0)
-		n = 0;
-	buf[n] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-}
-
 static int open_layout(struct mc_cache *c, struct mc_err *err)
 {
 	static const char *const names[] = {"blobs", "tmp", "trees", "models"};
@@ -658,9 +643,12 @@ int mc_cache_open(struct mc_cache **out, const char *dir, struct mc_err *err)
 		ret = open_layout(c, err);
 	if (!ret)
 		ret = mc_index_open(c, err);
+	if (!ret)
+		ret = mc_session_open(c, err);
+	if (!ret && c->unclean)
+		ret = mc_index_quick_check(c, err);
 	if (ret)
 		goto out_close;
-	read_boot_id(c->boot_id, sizeof(c->boot_id));
 	*out = c;
 	goto out;
 out_close:
@@ -679,6 +667,7 @@ void mc_cache_close(struct mc_cache *c)
 {
 	if (!c)
 		goto out;
+	mc_session_close(c);
 	mc_index_close(c);
 	close_fd(c->dirfd);
 	close_fd(c->blobs_fd);

@@ -194,6 +194,18 @@ static void print_result(const struct mc_pull_result *r, double seconds)
 	       mc_cli_plural(r->files_reused, "file", "files"), r->writer ? r->writer : "none");
 }
 
+/* Another process is downloading a file of this model: say why the pull pauses. */
+static void pull_notice(void *ctx, const char *label)
+{
+	const struct mc_cli *cli = ctx;
+
+	if (cli->verbosity != MC_CLI_QUIET)
+		fprintf(stderr,
+			"mcache: waiting for '%s': another process is downloading it into this "
+			"cache\n",
+			label);
+}
+
 int mc_cmd_pull(int argc, char **argv, struct mc_cli *cli)
 {
 	struct pull_args a;
@@ -233,6 +245,8 @@ int mc_cmd_pull(int argc, char **argv, struct mc_cli *cli)
 	if (status)
 		goto out;
 	mc_cli_progress_init(&progress, cli, &o->fetch);
+	o->notice = pull_notice;
+	o->notice_ctx = cli;
 	mc_err_init(&err);
 	start_ms = mc_now_ms();
 	ret = mc_cache_pull(cache, o, &res, &err);

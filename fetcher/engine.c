@@ -1525,6 +1525,11 @@ void mc_fetch_interrupt(void)
 	interrupted = 1;
 }
 
+bool mc_fetch_interrupted(void)
+{
+	return interrupted != 0;
+}
+
 void mc_fetch_opts_init(struct mc_fetch_opts *o)
 {
 	const char *w = getenv("MCACHE_WRITER");

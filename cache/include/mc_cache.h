@@ -44,6 +44,12 @@ struct mc_pull_opts {
 	size_t ninclude;
 	const char *const *exclude;
 	size_t nexclude;
+	/*
+	 * Called once when this pull starts waiting for a file another process is downloading
+	 * (@label names it); may be NULL. Progress keeps being reported while it waits.
+	 */
+	void (*notice)(void *ctx, const char *label);
+	void *notice_ctx;
 };
 
 struct mc_pull_result {

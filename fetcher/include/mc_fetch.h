@@ -190,6 +190,8 @@ int mc_fetch_run(const struct mc_fetch_opts *opts, struct mc_fetch_file *const *
 
 /* Asks a running mc_fetch_run() to stop soon; async-signal-safe. */
 void mc_fetch_interrupt(void);
+/* True once mc_fetch_interrupt() was called: callers waiting outside a run stop too. */
+bool mc_fetch_interrupted(void);
 
 /*
  * Computes the digest of the open file @fd of @size bytes by reading it (pread), the same

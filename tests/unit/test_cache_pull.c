@@ -451,32 +451,46 @@ static void test_no_validator_no_resume(void)
 	free(a);
 }
 
-/* A temp file locked by a live writer is not taken over. */
+/*
+ * A download owned by a live process is not taken over: a second process (a second cache
+ * handle, so a second session) defers it, and can reuse the blob once the first publishes.
+ * Within one session the temp file's lock alone says the same.
+ */
 static void test_live_download_not_stolen(void)
 {
 	struct fixture fx;
 	uint8_t *a = tc_bytes(MIB, 13);
 	const struct tc_obj o = {"http://origin/m/l.bin", "l.bin", a, MIB, "\"l\""};
-	struct mc_pull p1, p2;
+	struct mc_cache *c2 = NULL;
+	struct mc_pull p1, p2, p3;
 	struct mc_err err;
 
 	setup(&fx);
 	mc_err_init(&err);
+	ASSERT_EQ(mc_cache_open(&c2, fx.dir, &err), 0);
 	ASSERT_EQ(mc_pull_begin(&p1, fx.c, "m", o.url, 1, &err), 0);
 	tc_file_set(&p1, 0, &o);
 	tc_probe(&p1.file[0].f, &o);
 	tc_open(&p1, &p1.file[0].f);
 
-	ASSERT_EQ(mc_pull_begin(&p2, fx.c, "m", o.url, 1, &err), 0);
+	ASSERT_EQ(mc_pull_begin(&p2, c2, "m2", o.url, 1, &err), 0);
 	tc_file_set(&p2, 0, &o);
 	tc_probe(&p2.file[0].f, &o);
-	ASSERT_EQ(mc_pull_ops.open(&p2, &p2.file[0].f, &err), -EBUSY);
-	ASSERT_STR_EQ(err.msg,
-		      "cannot download 'http://origin/m/l.bin': another process is downloading it");
+	ASSERT_EQ(mc_pull_ops.open(&p2, &p2.file[0].f, &err), 0);
+	ASSERT_TRUE(p2.file[0].deferred);
+	ASSERT_TRUE(p2.file[0].f.skip);
 	ASSERT_EQ(p2.file[0].f.fd, -1);
 	tc_unprobe(&p2.file[0].f);
-	mc_pull_fail(&p2);
-	mc_pull_release(&p2);
+
+	ASSERT_EQ(mc_pull_begin(&p3, fx.c, "m3", o.url, 1, &err), 0);
+	tc_file_set(&p3, 0, &o);
+	tc_probe(&p3.file[0].f, &o);
+	ASSERT_EQ(mc_pull_ops.open(&p3, &p3.file[0].f, &err), 0);
+	ASSERT_TRUE(p3.file[0].deferred);
+	ASSERT_EQ(p3.file[0].f.fd, -1);
+	tc_unprobe(&p3.file[0].f);
+	mc_pull_fail(&p3);
+	mc_pull_release(&p3);
 
 	/* The first writer is unharmed and finishes. */
 	tc_finish(&p1, &p1.file[0].f, &o);
@@ -485,6 +499,17 @@ static void test_live_download_not_stolen(void)
 	ASSERT_EQ(mc_pull_publish(&p1, &err), 0);
 	mc_pull_release(&p1);
 	expect_published(&fx, "m", &o);
+
+	/* The waiter now finds the same object published: reused, no download. */
+	tc_probe(&p2.file[0].f, &o);
+	ASSERT_EQ(mc_pull_ops.open(&p2, &p2.file[0].f, &err), 0);
+	ASSERT_FALSE(p2.file[0].deferred);
+	ASSERT_TRUE(p2.file[0].reused);
+	tc_unprobe(&p2.file[0].f);
+	ASSERT_EQ(mc_pull_publish(&p2, &err), 0);
+	mc_pull_release(&p2);
+	mc_cache_close(c2);
+	expect_published(&fx, "m2", &o);
 	teardown(&fx);
 	free(a);
 }
