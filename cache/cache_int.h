@@ -67,6 +67,7 @@ enum mc_stmt {
 struct mc_cache {
 	char *dir;	  /* as given to mc_cache_open() */
 	char *index_path; /* DIR/index.db, for messages */
+	unsigned flags;	  /* MC_CACHE_* given to mc_cache_open2() */
 	int dirfd;
 	int blobs_fd;
 	int tmp_fd;

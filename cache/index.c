@@ -19,6 +19,14 @@
 
 #include "mc_banned.h"
 
+/* SQLite 3.31 and later refuse a database path that is a symlink; older ones get store.c's
+ * lstat check alone. */
+#ifdef SQLITE_OPEN_NOFOLLOW
+#define OPEN_NOFOLLOW SQLITE_OPEN_NOFOLLOW
+#else
+#define OPEN_NOFOLLOW 0
+#endif
+
 /*
  * migrations[v] upgrades schema v to v + 1. Tables are built for what later features need:
  * chunk-level resume (download_spans), several processes sharing one cache (downloads.owner_*,
@@ -406,9 +414,10 @@ int mc_index_open(struct mc_cache *c, struct mc_err *err)
 	int64_t ignored;
 	int rc, ret;
 
+	/* A symlink planted as index.db must not carry the index's writes elsewhere (store.c). */
 	rc = sqlite3_open_v2(c->index_path, &c->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX |
-				 SQLITE_OPEN_EXRESCODE,
+				 SQLITE_OPEN_EXRESCODE | OPEN_NOFOLLOW,
 			     NULL);
 	if (rc != SQLITE_OK) {
 		ret = mc_index_fail(c, rc, err, "open the index");

@@ -329,8 +329,12 @@ static int try_resume(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err 
 		if (ret || f->skip)
 			goto out_close;
 	}
+	/*
+	 * A temp file with a second name (a hard link planted in a shared cache directory) would
+	 * carry the resumed writes to that other name: start over instead.
+	 */
 	if (!same_object(&d, &f->remote) || fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size != f->remote.size)
+	    st.st_nlink != 1 || (uint64_t)st.st_size != f->remote.size)
 		goto out_drop;
 	ret = load_spans(p, pf, d.id, &valid, err);
 	if (ret)

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -45,6 +46,36 @@ static int open_beneath(int dirfd, const char *name, int flags)
 	if (no_openat2)
 		fd = openat(dirfd, name, flags | O_CLOEXEC | O_NOFOLLOW);
 	return fd < 0 ? -errno : (int)fd;
+}
+
+static bool is_symlink_at(int dirfd, const char *name)
+{
+	struct stat st;
+
+	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+}
+
+/*
+ * The message for a directory @rel beneath the cache @dir that could not be opened: a symlink
+ * (which another tenant of a shared hostPath could have planted) is named as such.
+ */
+static int dir_fail(struct mc_err *err, int code, const char *verb, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int dir_fail(struct mc_err *err, int code, const char *verb, const char *fmt, ...)
+{
+	char path[768];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(path, sizeof(path), fmt, ap);
+	va_end(ap);
+	if (code == -ELOOP)
+		return mc_err_set(err, code,
+				  "refusing '%s': it is a symbolic link, and nothing inside the "
+				  "cache is followed through one",
+				  path);
+	return mc_err_errno(err, code, "cannot %s '%s'", verb, path);
 }
 
 int64_t mc_store_mtime_ns(const struct stat *st)
@@ -88,6 +119,12 @@ int mc_store_open_dir(int dirfd, const char *name, bool create, bool *created)
 		}
 	}
 	fd = open_beneath(dirfd, name, O_RDONLY | O_DIRECTORY);
+	/*
+	 * openat2 says ELOOP for a symlink, the O_NOFOLLOW fallback ENOTDIR: one answer, so that
+	 * callers can name a planted symlink as such.
+	 */
+	if (fd == -ENOTDIR && is_symlink_at(dirfd, name))
+		fd = -ELOOP;
 out:
 	if (created)
 		*created = made;
@@ -268,11 +305,20 @@ out:
 bool mc_store_blob_matches(struct mc_cache *c, const char *rel, uint64_t size, uint64_t inode,
 			   int64_t mtime_ns)
 {
+	const char *leaf = NULL;
 	struct stat st;
+	bool ok;
+	int abfd;
 
-	return fstatat(c->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-	       (uint64_t)st.st_size == size && (uint64_t)st.st_ino == inode &&
-	       mc_store_mtime_ns(&st) == mtime_ns;
+	/* blobs/ab is opened without following it: a planted symlink there is no blob. */
+	abfd = mc_store_open_parent(c->blobs_fd, rel, &leaf);
+	if (abfd < 0)
+		return false;
+	ok = fstatat(abfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+	     (uint64_t)st.st_size == size && (uint64_t)st.st_ino == inode &&
+	     mc_store_mtime_ns(&st) == mtime_ns;
+	close(abfd);
+	return ok;
 }
 
 /* The temp file's bytes are already in the cache: drop it and describe the blob in place. */
@@ -305,7 +351,7 @@ int mc_store_blob_publish(struct mc_cache *c, int fd, const char *tmp_name,
 	rel[2] = '\0';
 	abfd = mc_store_open_dir(c->blobs_fd, rel, true, &created);
 	if (abfd < 0) {
-		ret = mc_err_errno(err, abfd, "cannot create '%s/blobs/%s'", c->dir, rel);
+		ret = dir_fail(err, abfd, "create", "%s/blobs/%s", c->dir, rel);
 		goto out;
 	}
 	if (indexed) {
@@ -358,8 +404,8 @@ static int tree_fill(struct mc_cache *c, int vfd, const char *where, const struc
 		     size_t n, struct made_dirs *made, struct mc_err *err)
 {
 	char rel[MC_BLOB_REL_MAX];
-	const char *leaf = NULL;
-	int parent, dfd, ret = 0;
+	const char *leaf = NULL, *bleaf = NULL;
+	int parent, abfd, dfd, ret = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		if (mc_store_blob_rel_hex(e[i].hex, rel)) {
@@ -373,9 +419,14 @@ static int tree_fill(struct mc_cache *c, int vfd, const char *where, const struc
 					   where, e[i].path);
 			goto out;
 		}
-		if (linkat(c->blobs_fd, rel, parent, leaf, 0))
-			ret = mc_err_errno(err, -errno, "cannot link '%s/%s' to 'blobs/%s'", where,
-					   e[i].path, rel);
+		/* The blob's directory too is opened without following a symlink. */
+		abfd = mc_store_open_parent(c->blobs_fd, rel, &bleaf);
+		if (abfd < 0 || linkat(abfd, bleaf, parent, leaf, 0))
+			ret = mc_err_errno(err, abfd < 0 ? abfd : -errno,
+					   "cannot link '%s/%s' to 'blobs/%s'", where, e[i].path,
+					   rel);
+		if (abfd >= 0)
+			close(abfd);
 		close(parent);
 		if (ret)
 			goto out;
@@ -409,7 +460,7 @@ int mc_store_tree_build(struct mc_cache *c, const char *name, int64_t version,
 	snprintf(where, sizeof(where), "trees/%s/%s", name, vname);
 	mfd = mc_store_open_dir(c->trees_fd, name, true, &model_created);
 	if (mfd < 0) {
-		ret = mc_err_errno(err, mfd, "cannot create '%s/trees/%s'", c->dir, name);
+		ret = dir_fail(err, mfd, "create", "%s/trees/%s", c->dir, name);
 		goto out;
 	}
 	if (mkdirat(mfd, vname, 0755)) {
@@ -418,7 +469,7 @@ int mc_store_tree_build(struct mc_cache *c, const char *name, int64_t version,
 	}
 	vfd = mc_store_open_dir(mfd, vname, false, NULL);
 	if (vfd < 0) {
-		ret = mc_err_errno(err, vfd, "cannot open '%s/%s'", c->dir, where);
+		ret = dir_fail(err, vfd, "open", "%s/%s", c->dir, where);
 		goto out_remove;
 	}
 	ret = tree_fill(c, vfd, where, e, n, &made, err);
@@ -590,21 +641,107 @@ out:
 	return ret;
 }
 
+/*
+ * Refuses the directory open as @fd (@subject names it in messages) when someone other than
+ * this user could plant files or symlinks in it: world-writable, or owned by another uid. The
+ * checks are on the open descriptor, so they hold for the directory every later *at() call
+ * uses. MC_CACHE_ALLOW_SHARED_DIR turns them off (the operator says the sharing is intended).
+ * Directories mcache makes are 0755 less the umask, which can only take bits away, so they
+ * are never world-writable and need no fchmod.
+ */
+static int check_dir_owner(const struct mc_cache *c, int fd, const char *subject,
+			   struct mc_err *err)
+{
+	struct stat st;
+	int ret = 0;
+
+	if (fstat(fd, &st)) {
+		ret = mc_err_errno(err, -errno, "cannot stat %s", subject);
+		goto out;
+	}
+	if (c->flags & MC_CACHE_ALLOW_SHARED_DIR)
+		goto out;
+	if (st.st_mode & S_IWOTH)
+		ret = mc_err_set(err, -EPERM,
+				 "refusing %s: it is world-writable (mode %04o); use a directory "
+				 "only this user can write, or set MCACHE_ALLOW_SHARED_DIR=1",
+				 subject, (unsigned)(st.st_mode & 07777));
+	else if (st.st_uid != geteuid())
+		ret = mc_err_set(err, -EPERM,
+				 "refusing %s: it is owned by uid %u, not by this user (uid %u); "
+				 "use a directory this user owns, or set MCACHE_ALLOW_SHARED_DIR=1",
+				 subject, (unsigned)st.st_uid, (unsigned)geteuid());
+out:
+	return ret;
+}
+
 static int open_layout(struct mc_cache *c, struct mc_err *err)
 {
 	static const char *const names[] = {"blobs", "tmp", "trees", "models"};
 	int *const fds[] = {&c->blobs_fd, &c->tmp_fd, &c->trees_fd, &c->models_fd};
+	char subject[600];
 	int ret = 0;
 
+	/* The root is the operator's choice: a symlink to it is followed, nothing beneath it. */
 	c->dirfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (c->dirfd < 0) {
-		ret = mc_err_errno(err, -errno, "cannot open '%s'", c->dir);
+		ret =
+		    errno == ENOTDIR
+			? mc_err_set(err, -ENOTDIR,
+				     "refusing cache directory '%s': it is not a directory", c->dir)
+			: mc_err_errno(err, -errno, "cannot open '%s'", c->dir);
 		goto out;
 	}
+	snprintf(subject, sizeof(subject), "cache directory '%.500s'", c->dir);
+	ret = check_dir_owner(c, c->dirfd, subject, err);
+	if (ret)
+		goto out;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		*fds[i] = mc_store_open_dir(c->dirfd, names[i], true, NULL);
 		if (*fds[i] < 0) {
-			ret = mc_err_errno(err, *fds[i], "cannot open '%s/%s'", c->dir, names[i]);
+			ret = dir_fail(err, *fds[i], "open", "%s/%s", c->dir, names[i]);
+			goto out;
+		}
+		snprintf(subject, sizeof(subject), "'%.500s/%s'", c->dir, names[i]);
+		ret = check_dir_owner(c, *fds[i], subject, err);
+		if (ret)
+			goto out;
+	}
+out:
+	return ret;
+}
+
+/*
+ * SQLite opens DIR/index.db and its companions by path. Each must be a regular file with one
+ * link, or absent: a symlink or hard link planted by another tenant of the directory would
+ * send the index's writes outside the cache. mc_index_open() also passes SQLITE_OPEN_NOFOLLOW
+ * and SQLite opens the companions with O_NOFOLLOW, which closes the window after this check;
+ * this check gives the clear message.
+ */
+static int check_index_files(struct mc_cache *c, struct mc_err *err)
+{
+	static const char *const names[] = {"index.db", "index.db-wal", "index.db-shm",
+					    "index.db-journal"};
+	struct stat st;
+	int ret = 0;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (fstatat(c->dirfd, names[i], &st, AT_SYMLINK_NOFOLLOW)) {
+			if (errno == ENOENT)
+				continue;
+			ret = mc_err_errno(err, -errno, "cannot stat '%s/%s'", c->dir, names[i]);
+			goto out;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			ret = dir_fail(err, -ELOOP, "open", "%s/%s", c->dir, names[i]);
+			goto out;
+		}
+		if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+			ret = mc_err_set(err, MC_E_INDEX,
+					 "refusing '%s/%s': not a regular file with one link "
+					 "(mode %06o, %lu links)",
+					 c->dir, names[i], (unsigned)st.st_mode,
+					 (unsigned long)st.st_nlink);
 			goto out;
 		}
 	}
@@ -613,6 +750,11 @@ out:
 }
 
 int mc_cache_open(struct mc_cache **out, const char *dir, struct mc_err *err)
+{
+	return mc_cache_open2(out, dir, 0, err);
+}
+
+int mc_cache_open2(struct mc_cache **out, const char *dir, unsigned flags, struct mc_err *err)
 {
 	struct mc_cache *c;
 	size_t len;
@@ -628,6 +770,7 @@ int mc_cache_open(struct mc_cache **out, const char *dir, struct mc_err *err)
 		goto out;
 	}
 	c->dirfd = c->blobs_fd = c->tmp_fd = c->trees_fd = c->models_fd = -1;
+	c->flags = flags;
 	len = strlen(dir);
 	while (len > 1 && dir[len - 1] == '/')
 		len--;
@@ -641,6 +784,8 @@ int mc_cache_open(struct mc_cache **out, const char *dir, struct mc_err *err)
 	ret = make_root(c->dir, err);
 	if (!ret)
 		ret = open_layout(c, err);
+	if (!ret)
+		ret = check_index_files(c, err);
 	if (!ret)
 		ret = mc_index_open(c, err);
 	if (!ret)

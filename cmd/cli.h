@@ -49,6 +49,7 @@ enum mc_cli_verbosity {
 /* What the global options say; they may appear before or after the command. */
 struct mc_cli {
 	const char *cache_dir_opt; /* --cache-dir, or NULL */
+	bool allow_shared_dir;	   /* --allow-shared-dir */
 	bool json;
 	enum mc_cli_verbosity verbosity;
 	const struct mc_cmd *cmd; /* the command being run, for its usage text */
@@ -65,12 +66,14 @@ enum {
 	MC_CLI_OPT_CACHE_DIR = 0x1000,
 	MC_CLI_OPT_JSON,
 	MC_CLI_OPT_VERSION,
+	MC_CLI_OPT_ALLOW_SHARED_DIR,
 	MC_CLI_OPT_CMD = 0x2000,
 };
 
 /* The global options' getopt_long entries, for main's table and every command's. */
 #define MC_CLI_GLOBAL_OPTIONS                                                                      \
 	{"cache-dir", required_argument, NULL, MC_CLI_OPT_CACHE_DIR},                              \
+	    {"allow-shared-dir", no_argument, NULL, MC_CLI_OPT_ALLOW_SHARED_DIR},                  \
 	    {"json", no_argument, NULL, MC_CLI_OPT_JSON},                                          \
 	    {"quiet", no_argument, NULL, MC_CLI_OPT_QUIET},                                        \
 	    {"verbose", no_argument, NULL, MC_CLI_OPT_VERBOSE},                                    \
@@ -148,7 +151,11 @@ int mc_cli_fail(int code, const struct mc_err *err);
 int mc_cli_usage_error(const struct mc_cli *cli, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Opens the cache mc_cli_cache_dir() names. Returns 0, or an exit status after the error. */
+/*
+ * Opens the cache mc_cli_cache_dir() names, accepting a directory other users can write when
+ * --allow-shared-dir or MCACHE_ALLOW_SHARED_DIR=1 says so. Returns 0, or an exit status after
+ * the error.
+ */
 int mc_cli_open_cache(const struct mc_cli *cli, struct mc_cache **out);
 
 /*

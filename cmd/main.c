@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mc_banned.h"
@@ -44,7 +45,8 @@ static const struct mc_cmd *find_command(const char *name)
 
 static void print_help(FILE *f)
 {
-	fputs("usage: mcache [--cache-dir DIR] [--json] [-q | -v] COMMAND [ARGS...]\n"
+	fputs("usage: mcache [--cache-dir DIR] [--allow-shared-dir] [--json] [-q | -v] COMMAND "
+	      "[ARGS...]\n"
 	      "       mcache --version | --help | help COMMAND | COMMAND --help\n"
 	      "\n"
 	      "Fetches ML model weights into a node cache, fast, resumable and verified.\n"
@@ -57,6 +59,9 @@ static void print_help(FILE *f)
 	      "Global options (before or after the command):\n"
 	      "  --cache-dir DIR   the cache (default: $MCACHE_DIR, else " MC_DEFAULT_CACHE_DIR
 	      ")\n"
+	      "  --allow-shared-dir\n"
+	      "                    accept a cache directory other users can write\n"
+	      "                    (world-writable, or owned by another user)\n"
 	      "  --json            print results as one JSON document on stdout\n"
 	      "  -q, --quiet       no progress and no summary line\n"
 	      "  -v, --verbose     progress lines even when stderr is not a terminal;\n"
@@ -67,6 +72,8 @@ static void print_help(FILE *f)
 	      "Environment:\n"
 	      "  MCACHE_DIR        the cache directory when --cache-dir is not given\n"
 	      "  MCACHE_WRITER     pull's writer when --writer is not given\n"
+	      "  MCACHE_ALLOW_SHARED_DIR\n"
+	      "                    1: as --allow-shared-dir\n"
 	      "  SSL_CERT_FILE     CA certificates for https:// when --ca-file is not given\n"
 	      "  MCACHE_FAIL_ALLOC fail the Nth memory allocation and later ones (tests)\n"
 	      "\n"
@@ -110,11 +117,15 @@ static int cmd_help(int argc, char **argv, struct mc_cli *cli)
 
 int mc_cli_open_cache(const struct mc_cli *cli, struct mc_cache **out)
 {
+	const char *env = getenv("MCACHE_ALLOW_SHARED_DIR");
+	unsigned flags = 0;
 	struct mc_err err;
 	int ret;
 
+	if (cli->allow_shared_dir || (env && !strcmp(env, "1")))
+		flags |= MC_CACHE_ALLOW_SHARED_DIR;
 	mc_err_init(&err);
-	ret = mc_cache_open(out, mc_cli_cache_dir(cli), &err);
+	ret = mc_cache_open2(out, mc_cli_cache_dir(cli), flags, &err);
 	return ret ? mc_cli_fail(ret, &err) : MC_EXIT_OK;
 }
 

@@ -30,6 +30,9 @@ bool mc_cli_global_option(struct mc_cli *cli, int opt, const char *arg)
 	case MC_CLI_OPT_CACHE_DIR:
 		cli->cache_dir_opt = arg;
 		return true;
+	case MC_CLI_OPT_ALLOW_SHARED_DIR:
+		cli->allow_shared_dir = true;
+		return true;
 	case MC_CLI_OPT_JSON:
 		cli->json = true;
 		return true;

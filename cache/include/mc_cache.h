@@ -22,10 +22,28 @@ struct mc_cache;
 
 /*
  * Opens the cache at @dir, creating the directory, its layout and the index when missing, and
- * upgrading an older index schema. Returns 0 and sets *out, or a negative code with @err set
+ * upgrading an older index schema. A directory that another user could write in is refused
+ * (see MC_CACHE_ALLOW_SHARED_DIR). Returns 0 and sets *out, or a negative code with @err set
  * (-errno for the directory, MC_E_INDEX for an index that is not ours or corrupt).
  */
 int mc_cache_open(struct mc_cache **out, const char *dir, struct mc_err *err);
+
+enum {
+	/*
+	 * Accept a cache directory, or one of its blobs/, tmp/, trees/, models/, that is
+	 * world-writable or owned by another user. Without it such a directory is refused, since
+	 * whoever else can write there could plant files or symlinks (a hostPath shared by pods).
+	 */
+	MC_CACHE_ALLOW_SHARED_DIR = 1 << 0,
+};
+
+/*
+ * mc_cache_open() with MC_CACHE_* @flags. Whatever the flags, nothing beneath @dir is
+ * followed through a symlink (@dir itself may be one: the operator chose it), and an index.db
+ * (or -wal, -shm, -journal) that is a symlink or has other hard links is refused. Refusals
+ * return -EPERM (ownership, mode), -ELOOP (a symlink), -ENOTDIR or MC_E_INDEX, with @err set.
+ */
+int mc_cache_open2(struct mc_cache **out, const char *dir, unsigned flags, struct mc_err *err);
 
 /* Closes the index and frees @c; NULL is fine. */
 void mc_cache_close(struct mc_cache *c);
