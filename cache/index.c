@@ -328,15 +328,25 @@ struct header {
 	int64_t objects;
 };
 
+/*
+ * In one read transaction: another process creating the schema at the same moment must not be
+ * seen half-way (tables there, application_id not yet).
+ */
 static int read_header(struct mc_cache *c, struct header *h)
 {
-	int rc;
+	bool own = sqlite3_get_autocommit(c->db);
+	int rc = SQLITE_OK;
 
-	rc = query_int(c, "PRAGMA application_id", &h->app_id);
+	if (own)
+		rc = sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL);
+	if (!rc)
+		rc = query_int(c, "PRAGMA application_id", &h->app_id);
 	if (!rc)
 		rc = query_int(c, "PRAGMA user_version", &h->version);
 	if (!rc)
 		rc = query_int(c, "SELECT count(*) FROM sqlite_schema", &h->objects);
+	if (own && !sqlite3_get_autocommit(c->db))
+		sqlite3_exec(c->db, rc ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
 	return rc;
 }
 
@@ -427,7 +437,9 @@ int mc_index_open(struct mc_cache *c, struct mc_err *err)
 	/* Read only, until the header proves the file is ours or new. */
 	rc = read_header(c, &h);
 	if (rc == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT) {
-		ret = mc_err_set(err, MC_E_INDEX, "cannot open '%s': not an mcache index (%s)",
+		ret = mc_err_set(err, MC_E_INDEX,
+				 "cannot open '%s': not an mcache index (%s): run 'mcache "
+				 "rebuild-index'",
 				 c->index_path, sqlite3_errstr(rc));
 		goto out;
 	}
@@ -452,7 +464,8 @@ int mc_index_open(struct mc_cache *c, struct mc_err *err)
 	/* Catch a damaged schema now, with a clear message, rather than at the first query. */
 	rc = query_int(c, "SELECT count(*) FROM models", &ignored);
 	if (rc)
-		ret = mc_err_set(err, MC_E_INDEX, "cannot open '%s': damaged index (%s)",
+		ret = mc_err_set(err, MC_E_INDEX,
+				 "cannot open '%s': damaged index (%s): run 'mcache rebuild-index'",
 				 c->index_path, sqlite3_errmsg(c->db));
 out:
 	return ret;

@@ -422,7 +422,8 @@ static int start_download(struct mc_pull *p, struct mc_pull_file *pf, struct mc_
 	ret = insert_download(p, pf, err);
 	if (ret || pf->deferred)
 		goto out;
-	ret = mc_store_tmp_create(p->c, pf->tmp_name, f->remote.size, f->label, &fd, err);
+	/* A full filesystem first gets one gc, keeping this model, when that can make room. */
+	ret = mc_gc_tmp_create(p->c, p->name, pf->tmp_name, f->remote.size, f->label, &fd, err);
 	if (!ret)
 		ret = lock_tmp(fd, f->label, err);
 	if (ret)
@@ -436,6 +437,22 @@ out_drop:
 	pf->download_id = 0;
 out:
 	return ret;
+}
+
+/* Forgets this session's placeholder for @pf's object (see claim_intents()), best effort. */
+static void drop_intent(struct mc_pull *p, struct mc_pull_file *pf)
+{
+	sqlite3_stmt *s = NULL;
+
+	if (sqlite3_prepare_v2(p->c->db,
+			       "DELETE FROM downloads WHERE source = ?1 AND session_id = ?2"
+			       " AND tmp_name IS NULL",
+			       -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, pf->source, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, p->c->session_id);
+		sqlite3_step(s);
+	}
+	sqlite3_finalize(s);
 }
 
 static int pull_open(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
@@ -456,6 +473,8 @@ static int pull_open(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 		goto out;
 	}
 	ret = try_reuse(p, pf, err);
+	if (!ret && f->skip)
+		drop_intent(p, pf);
 	if (ret || f->skip)
 		goto out;
 	ret = try_resume(p, pf, err);
@@ -1266,6 +1285,7 @@ static int look_again(struct mc_pull *p, struct mc_pull_file *pf, bool *busy, ui
 	int ret;
 
 	*busy = false;
+	pf->f.skip = false; /* set by defer(); try_reuse() sets it again when it reuses */
 	ret = try_reuse(p, pf, err);
 	if (ret || pf->f.skip)
 		goto out;
@@ -1335,6 +1355,68 @@ static void add_stats(struct mc_fetch_stats *sum, const struct mc_fetch_stats *s
 	sum->held_refetched += st->held_refetched;
 	if (st->writer != MC_WRITER_AUTO)
 		sum->writer = st->writer;
+}
+
+/*
+ * Before any request: claims the download of each object nobody else is fetching, with a
+ * placeholder row (size 0, no validators: never "the same object", so its own open replaces
+ * it), and defers those a live process already fetches, so that pulls started together do not
+ * all probe the same objects (a cancelled probe still costs what the origin sent before the
+ * cancel). Keeps in @files only what this process fetches in its first round.
+ */
+static int claim_intents(struct mc_pull *p, struct mc_fetch_file **files, size_t *n,
+			 struct mc_err *err)
+{
+	struct mc_cache *c = p->c;
+	struct download_row d;
+	sqlite3_stmt *s = NULL;
+	size_t kept = 0;
+	int rc, ret;
+
+	ret = mc_index_begin(c, err);
+	if (ret)
+		goto out;
+	rc = sqlite3_prepare_v2(c->db,
+				"INSERT INTO downloads(source, size, session_id, created_at)"
+				" VALUES(?1, 0, ?2, ?3) ON CONFLICT(source) DO NOTHING",
+				-1, &s, NULL);
+	if (rc != SQLITE_OK) {
+		ret = mc_index_fail(c, rc, err, "record the downloads to come");
+		goto out_rollback;
+	}
+	for (size_t i = 0; i < *n; i++) {
+		struct mc_pull_file *pf = files[i]->user;
+
+		ret = get_download(p, pf, &d, err);
+		if (ret)
+			goto out_rollback;
+		if (d.id && d.session_id != c->session_id && mc_session_alive(c, d.session_id)) {
+			pf->deferred = true;
+			continue;
+		}
+		files[kept++] = files[i];
+		if (d.id)
+			continue;
+		sqlite3_bind_text(s, 1, pf->source, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, c->session_id);
+		sqlite3_bind_int64(s, 3, mc_now_unix());
+		rc = sqlite3_step(s);
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE) {
+			ret = mc_index_fail(c, rc, err, "record the download of '%s'", pf->f.label);
+			goto out_rollback;
+		}
+	}
+	ret = mc_index_commit(c, err);
+	if (!ret) {
+		*n = kept;
+		goto out;
+	}
+out_rollback:
+	mc_index_rollback(c);
+out:
+	sqlite3_finalize(s);
+	return ret;
 }
 
 /*
@@ -1452,13 +1534,20 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 	if (!fo.stats)
 		fo.stats = &own;
 	if (!ret && nfetch)
+		ret = claim_intents(&p, files, &nfetch, err);
+	if (!ret && (nfetch || p.nfile))
 		ret = fetch_rounds(&p, o, &fo, files, nfetch, err);
 	if (!ret)
 		ret = mc_pull_publish(&p, err);
+	for (size_t i = 0; i < p.nfile; i++)
+		drop_intent(&p, &p.file[i]);
 	if (ret && p.file)
 		mc_pull_fail(&p);
 	else if (!ret)
 		ret = fill_result(&p, fo.stats, res, err);
+	/* Within the budget, if one is set: the model just pulled is the last to go. */
+	if (!ret)
+		mc_gc_after_pull(c, res);
 	mc_pull_release(&p);
 out:
 	mc_free(files);
