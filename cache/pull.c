@@ -1219,6 +1219,49 @@ static int default_name(const char *uri, const struct mc_object_list *objs, char
 }
 
 /*
+ * Dedup before download: the origin published the object's SHA-256 in its listing (the Hub
+ * does for LFS files) and a cached file, from any source, was checked against the same SHA-256
+ * and has the same size: link that blob instead of fetching the bytes.
+ */
+static int try_reuse_sha256(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	char hex[MC_DIGEST_HEX] = "", rel[MC_BLOB_REL_MAX];
+	uint64_t inode = 0;
+	int64_t mtime_ns = 0;
+	sqlite3_stmt *s = NULL;
+	int rc, ret = 0;
+
+	rc = sqlite3_prepare_v2(p->c->db,
+				"SELECT b.digest, b.inode, b.mtime_ns FROM files f"
+				" JOIN blobs b ON b.digest = f.digest"
+				" WHERE f.sha256 = ?1 AND f.size = ?2 AND b.size = ?2 LIMIT 1",
+				-1, &s, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, pf->sha256, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)pf->f.remote.size);
+		rc = sqlite3_step(s);
+	}
+	if (rc == SQLITE_ROW) {
+		snprintf(hex, sizeof(hex), "%s", mc_index_text(s, 0));
+		inode = (uint64_t)sqlite3_column_int64(s, 1);
+		mtime_ns = sqlite3_column_int64(s, 2);
+	} else if (rc != SQLITE_DONE) {
+		ret = mc_index_fail(p->c, rc, err, "look up '%s' by its SHA-256", pf->f.label);
+	}
+	sqlite3_finalize(s);
+	if (ret || !hex[0] || mc_store_blob_rel_hex(hex, rel) ||
+	    !mc_store_blob_matches(p->c, rel, pf->f.remote.size, inode, mtime_ns))
+		goto out;
+	ret = record_file(p, pf, hex, err);
+	if (ret)
+		goto out;
+	pf->f.skip = true;
+	pf->reused = true;
+out:
+	return ret;
+}
+
+/*
  * An object whose listing (S3) names the same ETag and size as a file already cached from the
  * same source is reused before any request: a warm check costs one listing, not a probe per
  * file.
@@ -1227,15 +1270,18 @@ static int reuse_from_listing(struct mc_pull *p, struct mc_pull_file *pf,
 			      const struct mc_object *ob, struct mc_err *err)
 {
 	struct mc_fetch_file *f = &pf->f;
-	int ret;
+	int ret = 0;
 
-	if (!ob->size_known || !ob->etag[0])
+	if (!ob->size_known || (!ob->etag[0] && !ob->sha256[0]))
 		return 0;
 	memset(&f->remote, 0, sizeof(f->remote));
 	f->remote.size = ob->size;
 	f->remote.ranges = true;
 	snprintf(f->remote.etag, sizeof(f->remote.etag), "%s", ob->etag);
-	ret = try_reuse(p, pf, err);
+	if (ob->etag[0])
+		ret = try_reuse(p, pf, err);
+	if (!ret && !f->skip && ob->sha256[0])
+		ret = try_reuse_sha256(p, pf, err);
 	if (!f->skip)
 		memset(&f->remote, 0, sizeof(f->remote));
 	return ret;

@@ -60,6 +60,7 @@ hub publish "$HUB" gated/model --src "$SRC/v1" --sha "$(hub sha gated)" --rev ma
 hub publish "$HUB" cdnorg/model --src "$SRC/cdn" --sha "$(hub sha cdn)" --rev main
 hub publish "$HUB" acme/liar --src "$SRC/v1" --sha "$(hub sha liar)" --rev main \
 	--lie model.safetensors
+hub publish "$HUB" acme/tiny-copy --src "$SRC/main" --sha "$(hub sha tiny-copy)" --rev main
 hub answer "$HUB" acme/empty main --json "{\"sha\":\"$(hub sha empty)\",\"siblings\":[]}"
 hub answer "$HUB" acme/evil main --json "{\"sha\":\"$(hub sha evil)\",\"siblings\":[
 	{\"rfilename\":\"config.json\",\"size\":2},{\"rfilename\":\"../../evil\",\"size\":2}]}"
@@ -103,6 +104,18 @@ MARK=$(nginx_log_mark)
 hf_run 0 --cache-dir "$C" pull hf://acme/tiny@main --name tiny
 assert_le "$(hub_log "$MARK" 'sum(x["bytes"] for x in r if "/resolve/" in x["uri"])')" \
 	$((64 * 1024 * ${#FILES_MAIN[@]})) "body bytes of a warm re-pull"
+
+step "another repository with the same LFS files: linked by their published sha256, not fetched"
+MARK=$(nginx_log_mark)
+hf_run 0 --cache-dir "$C" pull hf://acme/tiny-copy --name tiny-copy
+assert_same_tree "$SRC/main" "$C/models/tiny-copy" "${FILES_MAIN[@]}"
+LFS_GETS=$(hub_log "$MARK" 'len([x for x in r if "/resolve/" in x["uri"] and x["uri"].endswith(".safetensors")])')
+assert_eq "$LFS_GETS" 0 "requests for LFS files whose sha256 the cache already holds"
+for f in "${FILES_MAIN[@]}"; do
+	case $f in *.safetensors)
+		assert_eq "$(stat -c %i "$C/models/tiny-copy/$f")" "$(stat -c %i "$C/models/tiny/$f")" 			"inode of $f in both models" ;;
+	esac
+done
 
 step "@v1 (a tag) and refs/pr/1 (a ref with slashes, percent-encoded) resolve to their commits"
 MARK=$(nginx_log_mark)
