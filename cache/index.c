@@ -134,7 +134,8 @@ static const char *const stmt_sql[MC_STMT_COUNT] = {
     [MC_STMT_VERSION_INSERT] = "INSERT INTO versions(model_id, state, created_at, session_id)"
 			       " VALUES(?1, 'pulling', ?2, ?3)",
     [MC_STMT_VERSION_STATE] = "UPDATE versions SET state = ?2, completed_at = ?3,"
-			      " session_id = NULL WHERE id = ?1",
+			      " checked_at = coalesce(?3, checked_at), session_id = NULL"
+			      " WHERE id = ?1",
     [MC_STMT_VERSION_SET_TAG] = "UPDATE versions SET tag = ?2 WHERE id = ?1",
     [MC_STMT_VERSION_DELETE] = "DELETE FROM versions WHERE id = ?1",
     [MC_STMT_VERSION_TOTALS] = "SELECT count(*), coalesce(sum(size), 0) FROM files"

@@ -971,12 +971,29 @@ out:
 /* Drops the new version in favour of the identical current one @cur. */
 static int keep_current(struct mc_pull *p, int64_t cur, struct mc_err *err)
 {
-	sqlite3_stmt *s = NULL;
-	int ret;
+	sqlite3_stmt *s = NULL, *u = NULL;
+	int rc, ret;
 
 	ret = mc_index_begin(p->c, err);
 	if (ret)
 		goto out;
+	/* The origin was checked now; a new revision with the same files is the version's tag. */
+	rc = sqlite3_prepare_v2(p->c->db,
+				"UPDATE versions SET checked_at = ?3,"
+				" tag = coalesce((SELECT tag FROM versions WHERE id = ?2), tag)"
+				" WHERE id = ?1",
+				-1, &u, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int64(u, 1, cur);
+		sqlite3_bind_int64(u, 2, p->version);
+		sqlite3_bind_int64(u, 3, mc_now_unix());
+		rc = sqlite3_step(u);
+	}
+	sqlite3_finalize(u);
+	if (rc != SQLITE_DONE) {
+		ret = mc_index_fail(p->c, rc, err, "record a version check");
+		goto out_rollback;
+	}
 	ret = mc_index_stmt(p->c, MC_STMT_VERSION_DELETE, &s, err);
 	if (ret)
 		goto out_rollback;
