@@ -272,4 +272,15 @@ int mc_pull_set_tag(struct mc_pull *p, const char *tag, struct mc_err *err);
 /* Closes any fd still open and frees @p's memory. */
 void mc_pull_release(struct mc_pull *p);
 
+/* gc.c: what pull.c asks of capacity management. */
+
+/*
+ * mc_store_tmp_create(); when the filesystem lacks room for @size bytes, one gc that keeps the
+ * model @keep and frees the shortfall (if a dry run says it can), then one more try.
+ */
+int mc_gc_tmp_create(struct mc_cache *c, const char *keep, const char *name, uint64_t size,
+		     const char *label, int *fd, struct mc_err *err);
+/* After a successful pull of @res->name: with a budget configured, gc keeping that model. */
+void mc_gc_after_pull(struct mc_cache *c, struct mc_pull_result *res);
+
 #endif

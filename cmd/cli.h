@@ -210,5 +210,22 @@ int mc_cmd_verify(int argc, char **argv, struct mc_cli *cli);
 extern const char mc_cmd_pull_usage[];
 extern const char mc_cmd_ls_usage[];
 extern const char mc_cmd_verify_usage[];
+int mc_cmd_pin(int argc, char **argv, struct mc_cli *cli);
+int mc_cmd_unpin(int argc, char **argv, struct mc_cli *cli);
+int mc_cmd_rm(int argc, char **argv, struct mc_cli *cli);
+int mc_cmd_gc(int argc, char **argv, struct mc_cli *cli);
+extern const char mc_cmd_pin_usage[];
+extern const char mc_cmd_unpin_usage[];
+extern const char mc_cmd_rm_usage[];
+extern const char mc_cmd_gc_usage[];
+
+/* A gc result (cmd_gc.c), as gc, rm and pull print it. */
+/* The JSON object of @r: budget, bytes before/after/freed, budget_met, removed counts. */
+json_t *mc_cli_gc_json(const struct mc_gc_result *r);
+/* "freed SIZE: N models, N old versions, N blobs, N temp files; SIZE of SIZE budget used". */
+void mc_cli_gc_summary(FILE *f, const struct mc_gc_result *r, bool dry_run);
+/* When @r missed its budget: a warning on stderr, saying that what is left is @kept. */
+void mc_cli_gc_warn(const struct mc_gc_result *r, const char *kept);
+
 
 #endif

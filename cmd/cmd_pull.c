@@ -166,11 +166,25 @@ static json_t *result_json(const struct mc_pull_result *r, double seconds)
 	    json_object_set_new(o, "bytes_fetched", mc_cli_json_uint(r->bytes_fetched)) ||
 	    json_object_set_new(o, "files_reused", mc_cli_json_uint(r->files_reused)) ||
 	    json_object_set_new(o, "seconds", json_real(seconds)) ||
-	    json_object_set_new(o, "writer", mc_cli_json_string(r->writer))) {
+	    json_object_set_new(o, "writer", mc_cli_json_string(r->writer)) ||
+	    json_object_set_new(o, "gc", r->gc_ran ? mc_cli_gc_json(&r->gc) : json_null())) {
 		json_decref(o);
 		return NULL;
 	}
 	return o;
+}
+
+/* A budget is configured: what the gc after the pull did, or why it could not. */
+static void report_gc(const struct mc_cli *cli, const struct mc_pull_result *r)
+{
+	if (r->gc_error[0])
+		mc_cli_error("warning: the pull succeeded, but not the gc after it: %s",
+			     r->gc_error);
+	if (!r->gc_ran)
+		return;
+	if (!cli->json && cli->verbosity != MC_CLI_QUIET && (r->gc.bytes_freed || r->gc.models))
+		mc_cli_gc_summary(stdout, &r->gc, false);
+	mc_cli_gc_warn(&r->gc, "pinned, being pulled, or the model just pulled");
 }
 
 static void print_result(const struct mc_pull_result *r, double seconds)
@@ -259,10 +273,12 @@ int mc_cmd_pull(int argc, char **argv, struct mc_cli *cli)
 	}
 	if (cli->json) {
 		status = mc_cli_print_json(result_json(&res, seconds));
+		report_gc(cli, &res);
 		goto out;
 	}
 	if (cli->verbosity != MC_CLI_QUIET)
 		print_result(&res, seconds);
+	report_gc(cli, &res);
 	status = MC_EXIT_OK;
 out:
 	mc_free(a.include);

@@ -30,6 +30,10 @@ static const struct mc_cmd commands[] = {
      MC_CMD_STOPPABLE},
     {"ls", mc_cmd_ls, "list the models in the cache", mc_cmd_ls_usage},
     {"verify", mc_cmd_verify, "check cached files against the index", mc_cmd_verify_usage},
+    {"pin", mc_cmd_pin, "keep models from being evicted by gc", mc_cmd_pin_usage},
+    {"unpin", mc_cmd_unpin, "let gc evict models again", mc_cmd_unpin_usage},
+    {"rm", mc_cmd_rm, "remove models from the cache", mc_cmd_rm_usage},
+    {"gc", mc_cmd_gc, "free space: garbage, then LRU models over the budget", mc_cmd_gc_usage},
     {"help", cmd_help, "show the usage of a command", help_usage},
 };
 

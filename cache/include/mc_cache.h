@@ -70,6 +70,20 @@ struct mc_pull_opts {
 	void *notice_ctx;
 };
 
+/* What mc_cache_gc() or mc_cache_rm() did (or, for a dry run, would do). */
+struct mc_gc_result {
+	uint64_t max_bytes;    /* the budget gc worked to; 0 for none */
+	uint64_t bytes_before; /* usage (mc_cache_usage()) when it began */
+	uint64_t bytes_after;  /* usage when it ended */
+	uint64_t bytes_freed;  /* bytes of the blobs and temp files removed, orphans included */
+	uint64_t models;       /* models evicted or removed */
+	uint64_t versions;     /* superseded, failed or abandoned versions removed */
+	uint64_t blobs;	       /* blob files removed: no longer referenced, or orphans */
+	uint64_t tmp_files;    /* temp files removed: orphans and abandoned downloads */
+	uint64_t downloads;    /* abandoned partial downloads forgotten (rows) */
+	bool budget_met;       /* usage is within max_bytes; always true without a budget */
+};
+
 struct mc_pull_result {
 	char name[129];		/* the model name used */
 	int64_t version;	/* the version id now current */
@@ -79,6 +93,14 @@ struct mc_pull_result {
 	uint64_t files_reused;	/* files already in the cache (same object, or same digest) */
 	/* The writer backend used, "io_uring" or "pwrite"; NULL when nothing was written. */
 	const char *writer;
+	/*
+	 * With a budget configured (mc_cache_budget()), gc ran after the pull keeping this model:
+	 * gc_ran, what it did, and gc_error, its message if it failed ("" otherwise). The pull
+	 * succeeded either way.
+	 */
+	bool gc_ran;
+	struct mc_gc_result gc;
+	char gc_error[MC_ERR_MAX];
 };
 
 /*
@@ -155,6 +177,134 @@ struct mc_finding {
 int mc_cache_verify(struct mc_cache *c, const char *const *names, size_t n, unsigned flags,
 		    void (*cb)(void *ctx, const struct mc_finding *f), void *ctx,
 		    uint64_t *nfindings, struct mc_err *err);
+
+/*
+ * Capacity management (gc.c). Usage is the bytes of the cache's blobs (each counted once, however
+ * many models share it) plus the space allocated to temp files. A budget caps it: gc evicts
+ * least recently used models until usage fits, never a pinned one, the one it is told to keep,
+ * or one that a live process is pulling. See cache/README.md, "Garbage collection".
+ */
+
+/*
+ * Pins (@pinned true) or unpins the model @name: gc never evicts a pinned model (rm still
+ * removes it). Returns 0, MC_E_NOTFOUND for an unknown name, or a negative code with @err set.
+ */
+int mc_cache_pin(struct mc_cache *c, const char *name, bool pinned, struct mc_err *err);
+
+/* Sets *bytes to the cache's usage. Returns 0 or a negative code with @err set. */
+int mc_cache_usage(struct mc_cache *c, uint64_t *bytes, struct mc_err *err);
+
+/*
+ * Sets *bytes to the configured budget, 0 for none: $MCACHE_MAX_BYTES when set and not empty (a
+ * size such as "100G"; anything else is MC_E_USAGE), else the one mc_cache_set_budget() saved
+ * in the index. Returns 0 or a negative code with @err set.
+ */
+int mc_cache_budget(struct mc_cache *c, uint64_t *bytes, struct mc_err *err);
+
+/* Saves @bytes as the cache's budget in the index; 0 removes it. Returns 0 or a code. */
+int mc_cache_set_budget(struct mc_cache *c, uint64_t bytes, struct mc_err *err);
+
+/* A model evicted by mc_cache_gc() or removed by mc_cache_rm(); lives until the callback ends. */
+struct mc_gc_model {
+	const char *name;
+	uint64_t bytes;	      /* the bytes of its current version */
+	uint64_t freed;	      /* blob bytes freed with it (blobs other models share stay) */
+	int64_t last_used_at; /* unix seconds */
+};
+
+struct mc_gc_opts {
+	uint64_t max_bytes; /* the budget; 0 for none: only garbage is collected */
+	const char *keep;   /* a model never evicted (the one just pulled); NULL for none */
+	bool dry_run;	    /* change nothing; report what would be removed */
+	/* Called for each model evicted (or, in a dry run, that would be); may be NULL. */
+	void (*evicted)(void *ctx, const struct mc_gc_model *m);
+	void *ctx;
+};
+
+/*
+ * Collects the cache's garbage, then evicts models while usage exceeds @o->max_bytes.
+ * Garbage, always: temp files no download owns, partial downloads abandoned (their process
+ * dead) for over 24 hours, versions that are not current and not being pulled by a live
+ * process, and blobs no file references. Then, over budget: the partial downloads of dead
+ * processes, oldest first, then whole models least recently used first, skipping pinned
+ * models, @o->keep and models a live process is pulling. Fills @res (res->budget_met false
+ * when what may not be evicted alone exceeds the budget: not an error). Safe while other
+ * processes pull into the same cache. Returns 0 or a negative code with @err set.
+ */
+int mc_cache_gc(struct mc_cache *c, const struct mc_gc_opts *o, struct mc_gc_result *res,
+		struct mc_err *err);
+
+/*
+ * Removes the model @name (pinned or not): its models/NAME link, its versions, its trees, then
+ * the blobs no other model references. Fills @res. Returns 0, MC_E_NOTFOUND for an unknown
+ * name, -EBUSY when another live process is pulling it, or a negative code with @err set.
+ */
+int mc_cache_rm(struct mc_cache *c, const char *name, struct mc_gc_result *res,
+		struct mc_err *err);
+
+/*
+ * Something rebuild-index did or found that the counts alone do not say. Kinds, with path and
+ * detail:
+ *   moved-aside  "index.db" (or -wal, -shm, -journal): the name it was moved to
+ *   quarantined  "blobs/ab/HEX", a blob whose bytes do not match its name: where it was moved
+ *                (beneath DIR/quarantine/) and the digest of its content
+ *   damaged      "trees/NAME/V/PATH", a file whose bytes are wrong (its blob was quarantined,
+ *                or its digest differs from the sidecar's): kept in the index with the digest
+ *                it should have, so verify reports it and the next pull fetches it again
+ *   missing      "trees/NAME/V/PATH", a file the version's sidecar lists that is not in the
+ *                tree: kept in the index the same way
+ *   adopted      "trees/NAME/V/PATH", a file that was no blob's link: rehashed and linked into
+ *                blobs/ ("blobs/ab/HEX")
+ *   no-sidecar   "trees/NAME/V.json" unusable (the reason): sources and validators are lost
+ *   skipped      a path left as it is, not in the index (the reason): not a regular file, not
+ *                a valid name, a version id another model has, a models/ link that points at
+ *                no rebuilt version, a temp file in use
+ */
+struct mc_rebuild_note {
+	const char *kind;
+	char *path;
+	char *detail;
+};
+
+struct mc_rebuild_result {
+	/* The name the old index.db was moved to (its -wal/-shm beside it); "" when there was none. */
+	char moved_aside[64];
+	uint64_t models;
+	uint64_t versions;
+	uint64_t files;
+	uint64_t blobs;		/* blob rows: blobs whose bytes match their name, adopted ones too */
+	uint64_t blobs_adopted; /* tree files that were no blob's link, now blobs */
+	uint64_t sidecars;	/* versions whose sources and validators came from their sidecar */
+	uint64_t quarantined;	/* blobs moved to DIR/quarantine/: bytes that do not match the name */
+	uint64_t damaged;	/* files whose bytes are wrong, kept in the index (see notes) */
+	uint64_t missing;	/* files a sidecar lists that are not in the tree, kept likewise */
+	uint64_t tmp_removed;	/* partial downloads deleted from tmp/ (their progress was in the
+				   old index) */
+	struct mc_rebuild_note *note; /* owned; freed by mc_rebuild_result_release() */
+	size_t nnote;
+};
+
+/*
+ * Rebuilds DIR/index.db from what is on disk, for an index that is missing, not a database, or
+ * damaged (mc_cache_open() then fails with MC_E_INDEX naming `mcache rebuild-index`). Works
+ * without reading the old index: takes DIR/rebuild.lock exclusively (-EBUSY when another
+ * process has the cache open), rehashes every blob (one whose bytes do not match its name is
+ * moved to DIR/quarantine/), walks trees/NAME/V/ without following symlinks (a file that is no
+ * blob's link is rehashed and linked into blobs/), takes sources and validators from each
+ * version's sidecar where its paths and digests agree with the disk, and the current version
+ * from models/NAME. The new index is built beside the old one and swapped in; the old index.db
+ * (and -wal, -shm) is moved aside to index.db.corrupt-<unix time>, never deleted. Partial
+ * downloads in tmp/ are deleted. Nothing cached is dropped: a file whose bytes are gone or wrong
+ * stays in the index with the digest it should have (verify reports it; a pull fetches it).
+ * @flags: MC_CACHE_* as for mc_cache_open2(). Fills @res (release it with
+ * mc_rebuild_result_release(), also after a failure). Returns 0 or a negative code with @err
+ * set; on failure before the swap the old index is untouched.
+ */
+int mc_cache_rebuild_index(const char *dir, unsigned flags, struct mc_rebuild_result *res,
+			   struct mc_err *err);
+
+/* Frees the notes of @res; @res may be zeroed or filled. */
+void mc_rebuild_result_release(struct mc_rebuild_result *res);
 
 /* The cache directory @c was opened on. */
 const char *mc_cache_dir(const struct mc_cache *c);

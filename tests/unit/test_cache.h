@@ -47,7 +47,7 @@ static void __attribute__((unused)) tc_rm_rf(const char *dir)
 }
 
 /* A fresh scratch directory; the caller removes it with tc_rm_rf() and frees the string. */
-static char *__attribute__((unused)) tc_mkdtemp(void)
+static __attribute__((unused)) char *tc_mkdtemp(void)
 {
 	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	char *dir = malloc(strlen(base) + 32);
@@ -59,7 +59,7 @@ static char *__attribute__((unused)) tc_mkdtemp(void)
 }
 
 /* @size pseudo-random bytes from @seed (xorshift), freed with free(). */
-static uint8_t *__attribute__((unused)) tc_bytes(uint64_t size, uint64_t seed)
+static __attribute__((unused)) uint8_t *tc_bytes(uint64_t size, uint64_t seed)
 {
 	uint8_t *p = malloc(size ? size : 1);
 	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
@@ -252,7 +252,7 @@ static int __attribute__((unused)) tc_open_fds(void)
 }
 
 /* Reads a whole file into a malloc'd buffer; *len gets its size. */
-static uint8_t *__attribute__((unused)) tc_read_file(const char *path, size_t *len)
+static __attribute__((unused)) uint8_t *tc_read_file(const char *path, size_t *len)
 {
 	struct stat st;
 	uint8_t *buf;
