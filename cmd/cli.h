@@ -227,5 +227,4 @@ void mc_cli_gc_summary(FILE *f, const struct mc_gc_result *r, bool dry_run);
 /* When @r missed its budget: a warning on stderr, saying that what is left is @kept. */
 void mc_cli_gc_warn(const struct mc_gc_result *r, const char *kept);
 
-
 #endif

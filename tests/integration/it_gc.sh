@@ -87,7 +87,7 @@ assert_eq "$(json "$MC_TMP/gc.json" 'j["bytes_after"]')" $((8 * MIB)) "bytes_aft
 assert_eq "$(json "$MC_TMP/gc.json" 'j["bytes_after"] == j["bytes_before"] - j["bytes_freed"]')" true "bytes add up"
 assert_eq "$(ls_names)" "a c" "models after gc"
 assert_le "$(blob_bytes)" $((9 * MIB)) "blob bytes within the budget"
-[ ! -e "$C/models/b" ] && [ ! -e "$C/trees/b" ] || fail "models/b or trees/b is still there"
+if [ -e "$C/models/b" ] || [ -e "$C/trees/b" ]; then fail "models/b or trees/b is still there"; fi
 assert_same_tree "$WWW/a" "$C/models/a" shared.safetensors a.safetensors
 mc_expect 0 --cache-dir "$C" verify --deep
 # Human output: one line per evicted model, then the summary.
@@ -99,7 +99,7 @@ step "3. rm: the link, the trees, the unshared blobs; unknown names exit 7"
 mc_expect 0 --cache-dir "$C" pull "$U/d/d.safetensors" --name d
 mc_expect 0 --cache-dir "$C" rm a --json
 assert_eq "$(json "$MC_STDOUT" 'j["removed"][0]["bytes_freed"]')" $((6 * MIB)) "rm a freed shared + a"
-[ ! -e "$C/models/a" ] && [ ! -e "$C/trees/a" ] || fail "models/a or trees/a is still there"
+if [ -e "$C/models/a" ] || [ -e "$C/trees/a" ]; then fail "models/a or trees/a is still there"; fi
 assert_eq "$(ls_names)" "c d" "models after rm"
 assert_eq "$(blob_bytes)" $((3 * MIB)) "blob bytes after rm"
 mc_expect 0 --cache-dir "$C" verify --deep
