@@ -76,6 +76,7 @@ static void print_help(FILE *f)
 	      "Environment:\n"
 	      "  MCACHE_DIR        the cache directory when --cache-dir is not given\n"
 	      "  MCACHE_WRITER     pull's writer when --writer is not given\n"
+	      "  MCACHE_MAX_BYTES  the cache's budget for gc and pull (over gc --save's)\n"
 	      "  MCACHE_ALLOW_SHARED_DIR\n"
 	      "                    1: as --allow-shared-dir\n"
 	      "  SSL_CERT_FILE     CA certificates for https:// when --ca-file is not given\n"
