@@ -9,9 +9,11 @@
  *     version at all; tree directories and links the index no longer knows (a crash between
  *     a commit and the unlinks it allowed); blob files the index never knew; blobs no file
  *     references.
- *  2. while usage exceeds the budget: partial downloads of dead processes, oldest first; then
- *     whole models, least recently used first, never a pinned one, the one to keep, or one a
- *     live process is pulling, each followed by the blobs it leaves unreferenced.
+ *     A version superseded less than 10 minutes ago is kept that long for readers.
+ *  2. while usage exceeds the budget: partial downloads of dead processes, oldest first; the
+ *     superseded versions still in their grace period; then whole models, least recently used
+ *     first, never a pinned one, the one to keep, or one a live process is pulling, each
+ *     followed by the blobs it leaves unreferenced.
  *
  * Other processes may pull into the cache at the same time, so each decision is taken again
  * inside a BEGIN IMMEDIATE transaction (the write lock every step of a pull also takes), and a
@@ -50,6 +52,12 @@
 
 /* A partial download whose process died is kept this long for a resume, budget permitting. */
 #define STALE_DOWNLOAD_S (24 * 3600)
+/*
+ * A superseded version is kept this long after the version that replaced it became current:
+ * a reader (a pod loading weights) that opened the old tree just before the swap still finds
+ * every file. Over budget it goes at once, before any model.
+ */
+#define SUPERSEDED_GRACE_S (10 * 60)
 /* tmp/gc-<hex>: a blob moved aside by a gc transaction that has not ended yet. */
 #define GC_PREFIX   "gc-"
 #define GC_NAME_MAX (sizeof(GC_PREFIX) + MC_DIGEST_HEX)
@@ -704,11 +712,15 @@ struct ver_row {
 	int64_t id;
 	int64_t session;
 	char name[129];
+	bool young; /* complete, superseded less than SUPERSEDED_GRACE_S ago */
 	bool removed;
 };
 
-/* Versions that are not current (nor being pulled by a live process), and their trees. */
-static int sweep_versions(struct gc *g)
+/*
+ * Versions that are not current (nor being pulled by a live process), and their trees; with
+ * @young, also those superseded within the grace period.
+ */
+static int sweep_versions(struct gc *g, bool young)
 {
 	struct ver_row *v = NULL;
 	size_t n = 0, cap = 0;
@@ -716,12 +728,15 @@ static int sweep_versions(struct gc *g)
 	int changes, rc, ret;
 
 	ret = prep(g->c,
-		   "SELECT v.id, coalesce(v.session_id, 0), m.name, v.state = 'pulling'"
+		   "SELECT v.id, coalesce(v.session_id, 0), m.name, v.state = 'pulling',"
+		   " v.state = 'complete' AND coalesce(cur.completed_at, 0) > ?1"
 		   " FROM versions v JOIN models m ON m.id = v.model_id"
+		   " LEFT JOIN versions cur ON cur.id = m.current_version"
 		   " WHERE v.id <> coalesce(m.current_version, 0) ORDER BY v.id",
 		   &s, g->err);
 	if (ret)
 		return ret;
+	sqlite3_bind_int64(s, 1, mc_now_unix() - SUPERSEDED_GRACE_S);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		if (grow(&v, &cap, n, sizeof(*v))) {
 			ret = oom(g->err);
@@ -731,6 +746,7 @@ static int sweep_versions(struct gc *g)
 		/* Only a version being pulled has a lease; 0 means none. */
 		v[n].session = sqlite3_column_int(s, 3) ? sqlite3_column_int64(s, 1) : 0;
 		snprintf(v[n].name, sizeof(v[n].name), "%s", mc_index_text(s, 2));
+		v[n].young = sqlite3_column_int(s, 4) != 0;
 		v[n].removed = false;
 		n++;
 	}
@@ -741,7 +757,7 @@ static int sweep_versions(struct gc *g)
 		goto out;
 	ret = tx_begin(g);
 	for (size_t i = 0; !ret && i < n; i++) {
-		if (mc_session_alive(g->c, v[i].session))
+		if ((v[i].young && !young) || mc_session_alive(g->c, v[i].session))
 			continue;
 		/* Died between swapping the link and recording it: its tree is what readers see. */
 		if (link_points_at(g, v[i].name, v[i].id))
@@ -1281,6 +1297,13 @@ static int fit_budget(struct gc *g)
 	mc_free(d);
 	if (ret || u <= max)
 		return ret;
+	ret = sweep_versions(g, true);
+	if (!ret)
+		ret = sweep_blobs(g, &freed);
+	if (!ret)
+		ret = usage(g, &u);
+	if (ret || u <= max)
+		return ret;
 	ret = read_lru(g, &r, &n);
 	for (size_t i = 0; !ret && u > max && i < n; i++) {
 		if (r[i].pinned || (g->o->keep && !strcmp(r[i].name, g->o->keep)))
@@ -1328,7 +1351,7 @@ int mc_cache_gc(struct mc_cache *c, const struct mc_gc_opts *o, struct mc_gc_res
 	if (!ret)
 		ret = sweep_stale_downloads(&g);
 	if (!ret)
-		ret = sweep_versions(&g);
+		ret = sweep_versions(&g, false);
 	if (!ret)
 		ret = sweep_trees(&g);
 	if (!ret)

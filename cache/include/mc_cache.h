@@ -225,11 +225,13 @@ struct mc_gc_opts {
  * Collects the cache's garbage, then evicts models while usage exceeds @o->max_bytes.
  * Garbage, always: temp files no download owns, partial downloads abandoned (their process
  * dead) for over 24 hours, versions that are not current and not being pulled by a live
- * process, and blobs no file references. Then, over budget: the partial downloads of dead
- * processes, oldest first, then whole models least recently used first, skipping pinned
- * models, @o->keep and models a live process is pulling. Fills @res (res->budget_met false
- * when what may not be evicted alone exceeds the budget: not an error). Safe while other
- * processes pull into the same cache. Returns 0 or a negative code with @err set.
+ * process (a superseded one 10 minutes after its successor became current: its readers), and
+ * blobs no file references. Then, over budget: the partial downloads of dead processes, oldest
+ * first, superseded versions still in those 10 minutes, then whole models least recently used
+ * first, skipping pinned models, @o->keep and models a live process is pulling. Fills @res
+ * (res->budget_met false when what may not be evicted alone exceeds the budget: not an
+ * error). Safe while other processes pull into the same cache. Returns 0 or a negative code
+ * with @err set.
  */
 int mc_cache_gc(struct mc_cache *c, const struct mc_gc_opts *o, struct mc_gc_result *res,
 		struct mc_err *err);

@@ -142,7 +142,11 @@ static void test_usage_counts_shared_once(void)
 	free(b);
 }
 
-/* Superseded and failed versions, and the blobs only they used, go without any budget. */
+/*
+ * A failed version goes at once; a superseded one after a grace period for readers of its tree
+ * (10 minutes after its successor became current), or at once over budget, before any model.
+ * The blobs only they used go with them; a blob the current version shares stays.
+ */
 static void test_old_versions(void)
 {
 	struct fixture fx;
@@ -151,11 +155,11 @@ static void test_old_versions(void)
 				    {"http://o/m/k", "k", k, 500, "\"k\""}};
 	const struct tc_obj v2[] = {{"http://o/m/a", "a", a2, MIB, "\"2\""},
 				    {"http://o/m/k", "k", k, 500, "\"k\""}};
-	char rel[256], old_tree[64], old_blob[256];
+	char rel[256], old_tree[64], old_blob[256], q[128];
 	struct mc_gc_result r;
 	struct mc_pull p;
 	struct mc_err err;
-	int64_t first, second, failed;
+	int64_t first, second, third, failed;
 
 	setup(&fx);
 	mc_err_init(&err);
@@ -171,8 +175,15 @@ static void test_old_versions(void)
 	ASSERT_TRUE(exists(&fx, old_tree));
 	ASSERT_TRUE(exists(&fx, old_blob));
 
+	/* No budget: the failed version goes; the superseded one is in its grace period. */
 	ASSERT_EQ(gc(fx.c, 0, NULL, false, &r), 0);
-	ASSERT_UINT_EQ(r.versions, 2);
+	ASSERT_UINT_EQ(r.versions, 1);
+	ASSERT_UINT_EQ(r.blobs, 0);
+	ASSERT_TRUE(exists(&fx, old_tree));
+	ASSERT_TRUE(exists(&fx, old_blob));
+	/* Over budget it goes at once, and the model itself is not needed. */
+	ASSERT_EQ(gc(fx.c, MIB + 500, NULL, false, &r), 0);
+	ASSERT_UINT_EQ(r.versions, 1);
 	ASSERT_UINT_EQ(r.blobs, 1); /* a1; k is shared with the current version */
 	ASSERT_UINT_EQ(r.bytes_freed, MIB);
 	ASSERT_UINT_EQ(r.models, 0);
@@ -181,10 +192,28 @@ static void test_old_versions(void)
 	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM versions"), 1);
 	ASSERT_EQ(tc_query(fx.c, "SELECT current_version FROM models"), second);
 	ASSERT_FALSE(exists(&fx, old_tree));
+	snprintf(rel, sizeof(rel), "trees/m/%lld.json", (long long)first);
+	ASSERT_FALSE(exists(&fx, rel)); /* its sidecar, where sidecars are written */
 	ASSERT_FALSE(exists(&fx, old_blob));
 	snprintf(rel, sizeof(rel), "trees/m/%lld", (long long)failed);
 	ASSERT_FALSE(exists(&fx, rel));
 	ASSERT_TRUE(exists(&fx, "models/m/a"));
+	verify_clean(fx.c);
+
+	/* Back to v1's bytes; once v3 has been current for 11 minutes, v2 goes without a budget. */
+	third = tc_pull(fx.c, "m", v1, 2);
+	snprintf(q, sizeof(q),
+		 "UPDATE versions SET completed_at = completed_at - 660 WHERE id = %lld",
+		 (long long)third);
+	sql(fx.c, q);
+	ASSERT_EQ(gc(fx.c, 0, NULL, false, &r), 0);
+	ASSERT_UINT_EQ(r.versions, 1);
+	ASSERT_UINT_EQ(r.blobs, 1); /* a2 */
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM versions"), 1);
+	snprintf(rel, sizeof(rel), "trees/m/%lld", (long long)second);
+	ASSERT_FALSE(exists(&fx, rel));
+	blob_rel(a2, MIB, rel, sizeof(rel));
+	ASSERT_FALSE(exists(&fx, rel));
 	verify_clean(fx.c);
 	/* Nothing more to do: a second run finds nothing. */
 	ASSERT_EQ(gc(fx.c, 0, NULL, false, &r), 0);
@@ -546,6 +575,7 @@ static void test_leased(void)
 	ASSERT_EQ(mc_pull_publish(&p, &err), 0);
 	mc_pull_release(&p);
 	mc_cache_close(c2);
+	sql(fx.c, "UPDATE versions SET completed_at = completed_at - 660"); /* past the grace */
 	e.n = 0;
 	o.max_bytes = 0;
 	ASSERT_EQ(mc_cache_gc(fx.c, &o, &r, &err), 0);
