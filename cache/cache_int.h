@@ -73,6 +73,7 @@ struct mc_cache {
 	int tmp_fd;
 	int trees_fd;
 	int models_fd;
+	int lock_fd; /* DIR/rebuild.lock, flock()ed shared while open (rebuild.c) */
 	sqlite3 *db;
 	sqlite3_stmt *stmt[MC_STMT_COUNT];
 	char boot_id[40];     /* /proc/sys/kernel/random/boot_id, "" when unknown */
@@ -282,5 +283,67 @@ int mc_gc_tmp_create(struct mc_cache *c, const char *keep, const char *name, uin
 		     const char *label, int *fd, struct mc_err *err);
 /* After a successful pull of @res->name: with a budget configured, gc keeping that model. */
 void mc_gc_after_pull(struct mc_cache *c, struct mc_pull_result *res);
+
+/* manifest.c: the sidecar trees/NAME/<version>.json of each version (see cache/README.md). */
+
+struct json_t;
+
+/*
+ * Writes trees/@name/@version.json beneath @mfd (the open trees/@name) atomically, from the
+ * index's rows of that version and its model: sources, validators, digests, SHA-256, tag,
+ * times, pin. Called when the version's tree is built.
+ */
+int mc_manifest_write(struct mc_cache *c, int mfd, const char *name, int64_t version,
+		      struct mc_err *err);
+/*
+ * Rewrites the sidecar of @name's current version (none: nothing to do), for a change of what
+ * it records after the tree was built, such as the pin.
+ */
+int mc_manifest_rewrite(struct mc_cache *c, const char *name, struct mc_err *err);
+
+/* A sidecar as read back; strings point into @root and live until mc_manifest_release(). */
+struct mc_manifest {
+	struct json_t *root;
+	struct json_t *by_path; /* path -> file entry; the rebuild deletes the ones it used */
+	const char *source;	/* the model's source */
+	const char *tag;
+	bool pinned;
+	int64_t model_created_at;
+	int64_t created_at;
+	int64_t completed_at;
+};
+
+/* One file entry of a sidecar. */
+struct mc_manifest_file {
+	const char *path, *source, *etag, *last_modified, *digest, *sha256;
+	uint64_t size;
+};
+
+/*
+ * Reads trees/@name/@version.json beneath @mfd into @m. Returns 0; -ENOENT (or another -errno)
+ * when it cannot be read; MC_E_INDEX when it is not a valid sidecar of that version; -ENOMEM.
+ * On failure @why says why (for a report) and @m holds nothing.
+ */
+int mc_manifest_read(int mfd, const char *name, int64_t version, struct mc_manifest *m, char *why,
+		     size_t whylen);
+void mc_manifest_release(struct mc_manifest *m);
+/* Fills @f from the file entry @o; false when @o is not a valid entry. */
+bool mc_manifest_file_get(const struct json_t *o, struct mc_manifest_file *f);
+
+/* rebuild.c: the lock that keeps every other process out while rebuild-index runs. */
+
+/*
+ * mc_cache_open2() flag for rebuild.c only: open the directory and its layout, take the rebuild
+ * lock exclusively (-EBUSY when any other process has the cache open), and stop before the index.
+ */
+#define MC_CACHE_LAYOUT_ONLY (1u << 31)
+
+/*
+ * Takes DIR/rebuild.lock: shared (@exclusive false), waiting while a rebuild runs, as every
+ * mc_cache_open() does; then refuses, naming `mcache rebuild-index`, to create a fresh index
+ * when index.db is missing or empty but trees/ holds models (the index was lost, not new).
+ * Exclusive (rebuild-index itself): at once, or -EBUSY.
+ */
+int mc_rebuild_guard(struct mc_cache *c, bool exclusive, struct mc_err *err);
 
 #endif

@@ -1409,6 +1409,9 @@ int mc_cache_pin(struct mc_cache *c, const char *name, bool pinned, struct mc_er
 	else if (sqlite3_changes(c->db) == 0)
 		ret = mc_err_set(err, MC_E_NOTFOUND, "no model '%.200s' in the cache", name);
 	sqlite3_finalize(s);
+	/* The current version's sidecar records the pin, so that rebuild-index restores it. */
+	if (!ret)
+		ret = mc_manifest_rewrite(c, name, err);
 	return ret;
 }
 

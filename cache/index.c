@@ -476,6 +476,7 @@ int mc_index_quick_check(struct mc_cache *c, struct mc_err *err)
 {
 	sqlite3_stmt *s = NULL;
 	const char *first = "";
+	char what[201];
 	int rc, ret = 0;
 
 	rc = sqlite3_prepare_v2(c->db, "PRAGMA quick_check", -1, &s, NULL);
@@ -483,10 +484,16 @@ int mc_index_quick_check(struct mc_cache *c, struct mc_err *err)
 		rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		first = mc_index_text(s, 0);
-	if (rc != SQLITE_ROW || strcmp(first, "ok"))
+	if (rc != SQLITE_ROW || strcmp(first, "ok")) {
+		/* SQLite's report spans lines; a message is one. */
+		snprintf(what, sizeof(what), "%s", rc == SQLITE_ROW ? first : sqlite3_errstr(rc));
+		for (char *p = what; *p; p++)
+			if (*p == '\n' || *p == '\r' || *p == '\t')
+				*p = ' ';
 		ret = mc_err_set(err, MC_E_INDEX,
-				 "index '%s' is damaged (%.200s): run 'mcache rebuild-index'",
-				 c->index_path, rc == SQLITE_ROW ? first : sqlite3_errstr(rc));
+				 "index '%s' is damaged (%s): run 'mcache rebuild-index'",
+				 c->index_path, what);
+	}
 	sqlite3_finalize(s);
 	return ret;
 }

@@ -473,6 +473,8 @@ int mc_store_tree_build(struct mc_cache *c, const char *name, int64_t version,
 		goto out_remove;
 	}
 	ret = tree_fill(c, vfd, where, e, n, &made, err);
+	if (!ret) /* beside the tree, before anyone can see the tree: cache/manifest.c */
+		ret = mc_manifest_write(c, mfd, name, version, err);
 	close(vfd);
 	if (ret)
 		goto out_remove;
@@ -769,7 +771,7 @@ int mc_cache_open2(struct mc_cache **out, const char *dir, unsigned flags, struc
 		ret = mc_err_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	c->dirfd = c->blobs_fd = c->tmp_fd = c->trees_fd = c->models_fd = -1;
+	c->dirfd = c->blobs_fd = c->tmp_fd = c->trees_fd = c->models_fd = c->lock_fd = -1;
 	c->flags = flags;
 	len = strlen(dir);
 	while (len > 1 && dir[len - 1] == '/')
@@ -784,6 +786,11 @@ int mc_cache_open2(struct mc_cache **out, const char *dir, unsigned flags, struc
 	ret = make_root(c->dir, err);
 	if (!ret)
 		ret = open_layout(c, err);
+	/* Held shared while open; rebuild-index takes it alone, then stops here (rebuild.c). */
+	if (!ret)
+		ret = mc_rebuild_guard(c, (flags & MC_CACHE_LAYOUT_ONLY) != 0, err);
+	if (!ret && (flags & MC_CACHE_LAYOUT_ONLY))
+		goto out_done;
 	if (!ret)
 		ret = check_index_files(c, err);
 	if (!ret)
@@ -794,6 +801,7 @@ int mc_cache_open2(struct mc_cache **out, const char *dir, unsigned flags, struc
 		ret = mc_index_quick_check(c, err);
 	if (ret)
 		goto out_close;
+out_done:
 	*out = c;
 	goto out;
 out_close:
@@ -819,6 +827,7 @@ void mc_cache_close(struct mc_cache *c)
 	close_fd(c->tmp_fd);
 	close_fd(c->trees_fd);
 	close_fd(c->models_fd);
+	close_fd(c->lock_fd); /* last: the index is closed before a rebuild may start */
 	mc_free(c->dir);
 	mc_free(c->index_path);
 	mc_free(c);

@@ -158,6 +158,9 @@ int mc_cli_usage_error(const struct mc_cli *cli, const char *fmt, ...)
  */
 int mc_cli_open_cache(const struct mc_cli *cli, struct mc_cache **out);
 
+/* The MC_CACHE_* flags mc_cli_open_cache() opens with, for commands that open differently. */
+unsigned mc_cli_cache_flags(const struct mc_cli *cli);
+
 /*
  * Prints @doc on stdout (two-space indent, keys in insertion order, a final newline) and
  * releases it. A NULL @doc means a build step ran out of memory. Returns an exit status.
@@ -218,6 +221,8 @@ extern const char mc_cmd_pin_usage[];
 extern const char mc_cmd_unpin_usage[];
 extern const char mc_cmd_rm_usage[];
 extern const char mc_cmd_gc_usage[];
+int mc_cmd_rebuild_index(int argc, char **argv, struct mc_cli *cli);
+extern const char mc_cmd_rebuild_index_usage[];
 
 /* A gc result (cmd_gc.c), as gc, rm and pull print it. */
 /* The JSON object of @r: budget, bytes before/after/freed, budget_met, removed counts. */

@@ -34,6 +34,8 @@ static const struct mc_cmd commands[] = {
     {"unpin", mc_cmd_unpin, "let gc evict models again", mc_cmd_unpin_usage},
     {"rm", mc_cmd_rm, "remove models from the cache", mc_cmd_rm_usage},
     {"gc", mc_cmd_gc, "free space: garbage, then LRU models over the budget", mc_cmd_gc_usage},
+    {"rebuild-index", mc_cmd_rebuild_index, "rebuild a lost or damaged index from the disk",
+     mc_cmd_rebuild_index_usage},
     {"help", cmd_help, "show the usage of a command", help_usage},
 };
 
@@ -58,7 +60,7 @@ static void print_help(FILE *f)
 	      "Commands:\n",
 	      f);
 	for (size_t i = 0; i < NCOMMANDS; i++)
-		fprintf(f, "  %-10s%s\n", commands[i].name, commands[i].summary);
+		fprintf(f, "  %-15s%s\n", commands[i].name, commands[i].summary);
 	fputs("\n"
 	      "Global options (before or after the command):\n"
 	      "  --cache-dir DIR   the cache (default: $MCACHE_DIR, else " MC_DEFAULT_CACHE_DIR
@@ -120,17 +122,23 @@ static int cmd_help(int argc, char **argv, struct mc_cli *cli)
 	return MC_EXIT_OK;
 }
 
-int mc_cli_open_cache(const struct mc_cli *cli, struct mc_cache **out)
+unsigned mc_cli_cache_flags(const struct mc_cli *cli)
 {
 	const char *env = getenv("MCACHE_ALLOW_SHARED_DIR");
 	unsigned flags = 0;
-	struct mc_err err;
-	int ret;
 
 	if (cli->allow_shared_dir || (env && !strcmp(env, "1")))
 		flags |= MC_CACHE_ALLOW_SHARED_DIR;
+	return flags;
+}
+
+int mc_cli_open_cache(const struct mc_cli *cli, struct mc_cache **out)
+{
+	struct mc_err err;
+	int ret;
+
 	mc_err_init(&err);
-	ret = mc_cache_open2(out, mc_cli_cache_dir(cli), flags, &err);
+	ret = mc_cache_open2(out, mc_cli_cache_dir(cli), mc_cli_cache_flags(cli), &err);
 	return ret ? mc_cli_fail(ret, &err) : MC_EXIT_OK;
 }
 

@@ -268,20 +268,18 @@ struct mc_rebuild_note {
 };
 
 struct mc_rebuild_result {
-	/* The name the old index.db was moved to (its -wal/-shm beside it); "" when there was none.
-	 */
+	/* The old index.db's new name (its -wal/-shm beside it); "" when there was none. */
 	char moved_aside[64];
 	uint64_t models;
 	uint64_t versions;
 	uint64_t files;
-	uint64_t blobs; /* blob rows: blobs whose bytes match their name, adopted ones too */
+	uint64_t blobs;		/* blob rows: blobs whose bytes match their name, adopted too */
 	uint64_t blobs_adopted; /* tree files that were no blob's link, now blobs */
-	uint64_t sidecars;	/* versions whose sources and validators came from their sidecar */
-	uint64_t quarantined; /* blobs moved to DIR/quarantine/: bytes that do not match the name */
-	uint64_t damaged;     /* files whose bytes are wrong, kept in the index (see notes) */
-	uint64_t missing;     /* files a sidecar lists that are not in the tree, kept likewise */
-	uint64_t tmp_removed; /* partial downloads deleted from tmp/ (their progress was in the
-				 old index) */
+	uint64_t sidecars;	/* versions whose sources and validators came from a sidecar */
+	uint64_t quarantined;	/* blobs moved to DIR/quarantine/: bytes not matching the name */
+	uint64_t damaged;	/* files whose bytes are wrong, kept in the index (see notes) */
+	uint64_t missing;	/* files a sidecar lists that the tree lacks, kept likewise */
+	uint64_t tmp_removed;	/* partial downloads deleted from tmp/ */
 	struct mc_rebuild_note *note; /* owned; freed by mc_rebuild_result_release() */
 	size_t nnote;
 };
