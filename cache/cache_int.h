@@ -88,7 +88,8 @@ struct mc_cache {
 
 /*
  * Records this process as a session, reaps the sessions of processes that died (their leases
- * become free) and sets c->unclean when there were any.
+ * become free) and sets c->unclean when there were any; then runs mc_index_quick_check() before
+ * committing, so that a damaged index keeps failing every open until it is rebuilt.
  */
 int mc_session_open(struct mc_cache *c, struct mc_err *err);
 /* Deletes our session row: a clean close. */

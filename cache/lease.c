@@ -191,6 +191,12 @@ int mc_session_open(struct mc_cache *c, struct mc_err *err)
 	}
 	c->session_id = sqlite3_last_insert_rowid(c->db);
 	ret = reap(c, err);
+	/*
+	 * Checked before the reaping commits: when the index is damaged the dead sessions stay,
+	 * so every later open checks again (and refuses) until rebuild-index replaces it.
+	 */
+	if (!ret && c->unclean)
+		ret = mc_index_quick_check(c, err);
 	if (!ret)
 		ret = mc_index_commit(c, err);
 	if (!ret)

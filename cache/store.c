@@ -796,9 +796,7 @@ int mc_cache_open2(struct mc_cache **out, const char *dir, unsigned flags, struc
 	if (!ret)
 		ret = mc_index_open(c, err);
 	if (!ret)
-		ret = mc_session_open(c, err);
-	if (!ret && c->unclean)
-		ret = mc_index_quick_check(c, err);
+		ret = mc_session_open(c, err); /* with quick_check after an unclean shutdown */
 	if (ret)
 		goto out_close;
 out_done:

@@ -243,6 +243,8 @@ sqlite3 "$MC_TMP/clean/index.db" "DELETE FROM sessions"
 mc_expect 0 --cache-dir "$MC_TMP/clean" ls
 refused ls
 grep -q "is damaged" "$MC_STDERR" || fail "the refusal is not quick_check's"
+refused verify # the refusal kept the dead session's row: every open checks until the rebuild
+grep -q "is damaged" "$MC_STDERR" || fail "the second open did not run quick_check"
 rebuild
 assert_ge "$(json "$MC_TMP/rebuild.json" 'j["tmp_removed"]')" 1 "temp files of the killed pull removed"
 [ -z "$(find "$C/tmp" -type f)" ] || fail "tmp/ still holds files after the rebuild"
