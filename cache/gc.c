@@ -583,8 +583,8 @@ static int sweep_tmp(struct gc *g)
 		    is_lower_hex(d->d_name + strlen(GC_PREFIX), MC_DIGEST_HEX - 1)) {
 			ret = grow(&aside, &cap, naside, sizeof(*aside)) ? oom(g->err) : 0;
 			if (!ret)
-				snprintf(aside[naside++], MC_DIGEST_HEX, "%s",
-					 d->d_name + strlen(GC_PREFIX));
+				memcpy(aside[naside++], d->d_name + strlen(GC_PREFIX),
+				       MC_DIGEST_HEX); /* 32 hex digits and the NUL */
 			continue;
 		}
 		/*
@@ -987,7 +987,8 @@ static int scan_blob_dir(struct gc *g, const char *ab, struct orphan **o, size_t
 			ret = oom(g->err);
 			break;
 		}
-		snprintf((*o)[*n].hex, MC_DIGEST_HEX, "%s", d->d_name);
+		/* is_lower_hex() checked the length: exactly MC_DIGEST_HEX - 1 digits. */
+		memcpy((*o)[*n].hex, d->d_name, MC_DIGEST_HEX);
 		(*o)[*n].inode = (uint64_t)st.st_ino;
 		(*o)[*n].size = (uint64_t)st.st_size;
 		(*n)++;
