@@ -178,8 +178,9 @@ refused "symlinks blobs/00..ff" 6 "/blobs/[0-9a-f][0-9a-f]': it is a symbolic li
 [ ! -e "$C/models/m" ] || fail "a refused pull published models/m"
 
 fresh tmp-parts
-for i in $(seq 1 8); do ln -s "$OUTSIDE/part$i" "$C/tmp/$i.part"; done
-refused "symlinks tmp/N.part" 6 "tmp/1.part" --cache-dir "$C" pull "${URLS[@]}" --name m
+# Download ids (and so temp names) follow the placeholder rows a pull claims first: plant many.
+for i in $(seq 1 64); do ln -s "$OUTSIDE/part$i" "$C/tmp/$i.part"; done
+refused "symlinks tmp/N.part" 6 "tmp/[0-9][0-9]*\.part" --cache-dir "$C" pull "${URLS[@]}" --name m
 
 step "(a) index.db and index.db-wal as symlinks: refused by every command"
 fresh index-existing
