@@ -56,7 +56,7 @@ out:
  * Skips @pf when a blob in the index came from the same object: same source and size, and the
  * same ETag, or the same Last-Modified when the origin answered 304 to If-Modified-Since.
  */
-static int try_reuse(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+static int reuse_locked(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
 {
 	struct mc_fetch_file *f = &pf->f;
 	char hex[MC_DIGEST_HEX] = "", rel[MC_BLOB_REL_MAX];
@@ -98,6 +98,33 @@ static int try_reuse(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *
 	f->skip = true;
 	pf->reused = true;
 out:
+	return ret;
+}
+
+/*
+ * The lookup, the check of the blob on disk and the files row that references it form one
+ * write transaction: gc, which removes only blobs no files row references, also decides
+ * inside one, so a blob found here cannot be collected before this version points at it.
+ */
+static int try_reuse(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	struct mc_fetch_file *f = &pf->f;
+	int ret;
+
+	if (!f->remote.etag[0] && !(f->not_modified && f->remote.last_modified[0]))
+		return 0;
+	ret = mc_index_begin(p->c, err);
+	if (ret)
+		return ret;
+	ret = reuse_locked(p, pf, err);
+	if (!ret)
+		ret = mc_index_commit(p->c, err);
+	if (ret) {
+		mc_index_rollback(p->c);
+		pf->recorded = false;
+		f->skip = false;
+		pf->reused = false;
+	}
 	return ret;
 }
 
@@ -1246,8 +1273,12 @@ static int try_reuse_sha256(struct mc_pull *p, struct mc_pull_file *pf, struct m
 	uint64_t inode = 0;
 	int64_t mtime_ns = 0;
 	sqlite3_stmt *s = NULL;
-	int rc, ret = 0;
+	int rc, ret;
 
+	/* One transaction, as in try_reuse(): gc cannot take the blob in between. */
+	ret = mc_index_begin(p->c, err);
+	if (ret)
+		return ret;
 	rc = sqlite3_prepare_v2(p->c->db,
 				"SELECT b.digest, b.inode, b.mtime_ns FROM files f"
 				" JOIN blobs b ON b.digest = f.digest"
@@ -1275,6 +1306,14 @@ static int try_reuse_sha256(struct mc_pull *p, struct mc_pull_file *pf, struct m
 	pf->f.skip = true;
 	pf->reused = true;
 out:
+	if (!ret)
+		ret = mc_index_commit(p->c, err);
+	if (ret) {
+		mc_index_rollback(p->c);
+		pf->recorded = false;
+		pf->f.skip = false;
+		pf->reused = false;
+	}
 	return ret;
 }
 
