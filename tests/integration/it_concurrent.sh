@@ -88,7 +88,7 @@ mkdir -p "$MC_TMP/r2"
 RATE=6m
 [ "$ASAN" = 1 ] && RATE=4m
 mapfile -t URLS < <(urls "rate/m/")
-for i in "${!URLS[@]}"; do URLS[$i]="${URLS[$i]}?rate=$RATE"; done
+for i in "${!URLS[@]}"; do URLS[i]="${URLS[i]}?rate=$RATE"; done
 CONNS=8
 PULL_ARGS=(--chunk-size 2M --connections "$CONNS")
 MARK=$(nginx_log_mark)
@@ -102,11 +102,16 @@ for _ in $(seq 200); do
 	for pid in "${PIDS[@]}"; do
 		mpid=$(pgrep -P "$pid" -x mcache || true)
 		[ -n "$mpid" ] || continue
-		if ls -l "/proc/$mpid/fd" 2>/dev/null | grep -q '\.part'; then
-			VICTIM=$pid
-			VICTIM_MC=$mpid
-			break 2
-		fi
+		# A shard's temp file (not a small JSON one that ends at once).
+		for fd in /proc/"$mpid"/fd/*; do
+			t=$(readlink "$fd" 2>/dev/null) || continue
+			case $t in *.part) ;; *) continue ;; esac
+			if [ "$(stat -L -c %s "$fd" 2>/dev/null || echo 0)" -ge $((8 * MIB)) ]; then
+				VICTIM=$pid
+				VICTIM_MC=$mpid
+				break 3
+			fi
+		done
 	done
 done
 [ -n "$VICTIM" ] || fail "no pull was seen writing a temp file"
