@@ -1272,6 +1272,44 @@ static int read_lru(struct gc *g, struct lru_row **out, size_t *n)
 	return 0;
 }
 
+/*
+ * True when a blob of model @id has more hard links than the cache's own trees account for:
+ * someone materialised it outside the cache on the same filesystem (`mcache init` into a pod's
+ * volume links, not copies). Such a model is in use, and evicting it would free nothing.
+ * Errors answer true: keeping a model is the safe mistake.
+ */
+static bool linked_outside(struct gc *g, int64_t id)
+{
+	sqlite3_stmt *s = NULL;
+	bool outside = false;
+	struct stat st;
+	int rc, fd;
+
+	if (prep(g->c,
+		 "SELECT DISTINCT f.digest, (SELECT count(*) FROM files x JOIN versions w"
+		 "  ON w.id = x.version_id WHERE x.digest = f.digest AND w.state <> 'failed')"
+		 " FROM files f JOIN versions v ON v.id = f.version_id WHERE v.model_id = ?1",
+		 &s, NULL))
+		return true;
+	sqlite3_bind_int64(s, 1, id);
+	while (!outside && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *hex = mc_index_text(s, 0);
+		char ab[3] = {hex[0], hex[0] ? hex[1] : '\0', '\0'};
+
+		fd = mc_store_open_dir(g->c->blobs_fd, ab, false, NULL);
+		if (fd < 0)
+			continue; /* gone: nothing of it to keep */
+		if (!fstatat(fd, hex, &st, AT_SYMLINK_NOFOLLOW) &&
+		    st.st_nlink > 1 + (nlink_t)sqlite3_column_int64(s, 1))
+			outside = true;
+		close(fd);
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		outside = true;
+	sqlite3_finalize(s);
+	return outside;
+}
+
 /* Over budget: partial downloads of dead processes, then models, least recently used first. */
 static int fit_budget(struct gc *g)
 {
@@ -1307,7 +1345,8 @@ static int fit_budget(struct gc *g)
 		return ret;
 	ret = read_lru(g, &r, &n);
 	for (size_t i = 0; !ret && u > max && i < n; i++) {
-		if (r[i].pinned || (g->o->keep && !strcmp(r[i].name, g->o->keep)))
+		if (r[i].pinned || (g->o->keep && !strcmp(r[i].name, g->o->keep)) ||
+		    linked_outside(g, r[i].id))
 			continue;
 		ret = remove_model(g, r[i].id, r[i].name, true, r[i].last_used_at, &m, &done);
 		if (ret || !done)

@@ -477,6 +477,45 @@ static void test_lru(void)
 		free(d[i]);
 }
 
+/*
+ * A model whose files are hard-linked outside the cache (mcache init materialises a pod's
+ * volume that way on the same filesystem) is in use: LRU eviction passes it by.
+ */
+static void test_linked_outside(void)
+{
+	struct fixture fx;
+	uint8_t *d[3];
+	struct evicted e = {0};
+	struct mc_gc_opts o = {.max_bytes = 2 * MIB, .evicted = on_evicted, .ctx = &e};
+	struct mc_gc_result r;
+	struct mc_err err;
+	char src[1024], dst[1024];
+
+	setup(&fx);
+	mc_err_init(&err);
+	three_models(&fx, d);
+	/* a is the least recently used; link its file outside, as a materialised target. */
+	snprintf(src, sizeof(src), "%s/models/a/w.bin", fx.dir);
+	snprintf(dst, sizeof(dst), "%s.outside", fx.dir);
+	ASSERT_EQ(link(src, dst), 0);
+	ASSERT_EQ(mc_cache_gc(fx.c, &o, &r, &err), 0);
+	ASSERT_EQ(e.n, 1);
+	ASSERT_STR_NE(e.names[0], "a");
+	ASSERT_TRUE(exists(&fx, "models/a/w.bin"));
+	ASSERT_TRUE(r.budget_met);
+	/* Unlinked outside, it is an ordinary LRU candidate again. */
+	ASSERT_EQ(unlink(dst), 0);
+	e.n = 0;
+	o.max_bytes = MIB;
+	ASSERT_EQ(mc_cache_gc(fx.c, &o, &r, &err), 0);
+	ASSERT_EQ(e.n, 1);
+	ASSERT_STR_EQ(e.names[0], "a");
+	verify_clean(fx.c);
+	teardown(&fx);
+	for (int i = 0; i < 3; i++)
+		free(d[i]);
+}
+
 /* A dry run reports what a real one would do and changes neither the index nor the disk. */
 static void test_dry_run(void)
 {
@@ -753,6 +792,7 @@ int main(void)
 	MC_RUN(test_orphans);
 	MC_RUN(test_downloads);
 	MC_RUN(test_lru);
+	MC_RUN(test_linked_outside);
 	MC_RUN(test_dry_run);
 	MC_RUN(test_leased);
 	MC_RUN(test_rm);
