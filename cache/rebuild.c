@@ -1112,32 +1112,45 @@ static int close_new_index(struct rebuild *rb, struct mc_err *err)
 	return 0;
 }
 
-/* Moves index.db and its companions aside to index.db.corrupt-<now>[.k]. */
-static int move_aside(struct rebuild *rb, struct mc_err *err)
+/* A free name index.db.corrupt-<now>[.k] for the old index and each of its companions. */
+static void aside_name(struct rebuild *rb, char *base, size_t len)
 {
 	const size_t nsfx = sizeof(index_suffixes) / sizeof(index_suffixes[0]);
-	struct mc_cache *c = rb->c;
-	char base[64], from[64], to[96];
-	bool free_name, moved = false;
+	char to[96];
+	bool free_name = false;
 	struct stat st;
-	int ret;
 
-	for (unsigned k = 0;; k++) {
+	for (unsigned k = 0; !free_name; k++) {
 		if (k)
-			snprintf(base, sizeof(base), "index.db.corrupt-%lld.%u", (long long)rb->now,
-				 k);
+			snprintf(base, len, "index.db.corrupt-%lld.%u", (long long)rb->now, k);
 		else
-			snprintf(base, sizeof(base), "index.db.corrupt-%lld", (long long)rb->now);
+			snprintf(base, len, "index.db.corrupt-%lld", (long long)rb->now);
 		free_name = true;
 		for (size_t i = 0; i < nsfx && free_name; i++) {
 			snprintf(to, sizeof(to), "%s%s", base, index_suffixes[i]);
 			free_name =
-			    fstatat(c->dirfd, to, &st, AT_SYMLINK_NOFOLLOW) && errno == ENOENT;
+			    fstatat(rb->c->dirfd, to, &st, AT_SYMLINK_NOFOLLOW) && errno == ENOENT;
 		}
-		if (free_name)
-			break;
 	}
-	/* The -wal first: it must never meet a main file it does not belong to. */
+}
+
+/*
+ * Moves index.db and its companions aside (the -wal first: it must never meet a main file it
+ * does not belong to), then renames the new index in and syncs the directory. Nothing here
+ * allocates: a failure between the renames would leave no index at all. *moved tells whether
+ * anything was moved (from then on the new index is never removed); *swapped, whether the new
+ * index is in place.
+ */
+static int swap_in(struct rebuild *rb, bool *moved, bool *swapped, struct mc_err *err)
+{
+	const size_t nsfx = sizeof(index_suffixes) / sizeof(index_suffixes[0]);
+	struct mc_cache *c = rb->c;
+	char base[64], from[64], to[96];
+	bool was[sizeof(index_suffixes) / sizeof(index_suffixes[0])] = {false};
+	struct stat st;
+	int ret = 0;
+
+	aside_name(rb, base, sizeof(base));
 	for (size_t i = 0; i < nsfx; i++) {
 		snprintf(from, sizeof(from), "index.db%s", index_suffixes[i]);
 		snprintf(to, sizeof(to), "%s%s", base, index_suffixes[i]);
@@ -1149,30 +1162,23 @@ static int move_aside(struct rebuild *rb, struct mc_err *err)
 		if (renameat(c->dirfd, from, c->dirfd, to))
 			return mc_err_errno(err, -errno, "cannot move '%s/%s' aside to '%s'",
 					    c->dir, from, to);
-		ret = add_note(rb, err, "moved-aside", from, "%s", to);
-		if (ret)
-			return ret;
-		moved = true;
+		was[i] = *moved = true;
 	}
-	if (moved)
-		snprintf(rb->res->moved_aside, sizeof(rb->res->moved_aside), "%s", base);
-	return 0;
-}
-
-static int swap_in(struct rebuild *rb, struct mc_err *err)
-{
-	struct mc_cache *c = rb->c;
-	int ret;
-
-	ret = move_aside(rb, err);
-	if (ret)
-		return ret;
 	if (renameat(c->dirfd, NEW_INDEX, c->dirfd, "index.db"))
 		return mc_err_errno(err, -errno, "cannot rename '%s/" NEW_INDEX "' to 'index.db'",
 				    c->dir);
+	*swapped = true;
 	if (fsync(c->dirfd))
 		return mc_err_errno(err, -errno, "cannot sync '%s'", c->dir);
-	return 0;
+	if (*moved)
+		snprintf(rb->res->moved_aside, sizeof(rb->res->moved_aside), "%s", base);
+	for (size_t i = 0; !ret && i < nsfx; i++) {
+		snprintf(from, sizeof(from), "index.db%s", index_suffixes[i]);
+		if (was[i])
+			ret =
+			    add_note(rb, err, "moved-aside", from, "%s%s", base, index_suffixes[i]);
+	}
+	return ret;
 }
 
 /* Deletes the partial downloads in tmp/: their progress was recorded in the old index only. */
@@ -1296,7 +1302,7 @@ int mc_cache_rebuild_index(const char *dir, unsigned flags, struct mc_rebuild_re
 	struct rebuild rb = {.res = res, .quarantine_fd = -1};
 	struct stat st;
 	char name[64];
-	bool swapped = false;
+	bool moved = false, swapped = false;
 	int ret;
 
 	memset(res, 0, sizeof(*res));
@@ -1320,14 +1326,17 @@ int mc_cache_rebuild_index(const char *dir, unsigned flags, struct mc_rebuild_re
 	if (!ret)
 		ret = close_new_index(&rb, err);
 	if (!ret)
-		ret = swap_in(&rb, err);
-	swapped = !ret;
+		ret = swap_in(&rb, &moved, &swapped, err);
 	if (!ret)
 		ret = clean_tmp(&rb, err);
 out:
 	finalize_stmts(&rb);
 	mc_index_close(rb.c);
-	if (!swapped) {
+	/*
+	 * Once the old index is aside, a complete new one is kept even when it could not be put in
+	 * place: renaming it is all that is left to do (and the next rebuild makes it again).
+	 */
+	if (!moved && !swapped) {
 		for (size_t i = 0; i < sizeof(index_suffixes) / sizeof(index_suffixes[0]); i++) {
 			snprintf(name, sizeof(name), NEW_INDEX "%s", index_suffixes[i]);
 			unlinkat(rb.c->dirfd, name, 0);

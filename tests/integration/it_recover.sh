@@ -13,7 +13,9 @@
 #  d) a pull killed with SIGKILL: the next open runs quick_check, which catches an index page
 #     damaged after the kill (the same damage goes unnoticed after a clean shutdown), and the
 #     rebuild removes the dead pull's temp files; a pull killed again resumes and verifies;
-#  e) rebuild-index refuses to run while another mcache process has the cache open.
+#  e) rebuild-index refuses to run while another mcache process has the cache open;
+#  f) MCACHE_FAIL_ALLOC=N for every allocation of a rebuild: exit 6 with one line, and either
+#     the old index untouched or a whole new one in place, never none; then it succeeds.
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/nginx.sh"
@@ -266,3 +268,30 @@ log "resumed: fetched $(json_find "$MC_STDOUT" bytes_fetched) of $(files_bytes "
 mc_expect 0 --cache-dir "$C" verify --deep
 mc_expect 0 --cache-dir "$C" ls --json
 assert_eq "$(json "$MC_STDOUT" 'sorted(m["name"] for m in j["models"])')" '["alpha", "beta", "gamma"]' "models at the end"
+
+step "(f) rebuild-index under allocation failures: exit 6 with one line, the old index intact"
+cp "$MC_TMP/garbage" "$C/index.db"
+rm -f "$C/index.db-wal" "$C/index.db-shm"
+N=1
+while :; do
+	MCACHE_FAIL_ALLOC=$N mc_run --cache-dir "$C" rebuild-index
+	[ "$MC_RC" -eq 0 ] && break
+	if [ "$MC_RC" -ne 6 ]; then
+		mc_show_output
+		fail "rebuild-index with MCACHE_FAIL_ALLOC=$N exited $MC_RC, want 0 or 6"
+	fi
+	assert_one_error_line >/dev/null
+	[ -z "$(find "$C" -maxdepth 1 -name 'index.db.rebuild*')" ] || fail "MCACHE_FAIL_ALLOC=$N left index.db.rebuild behind"
+	# Out of memory before the swap leaves the garbage in place; after it, a whole new index.
+	if ! cmp -s "$MC_TMP/garbage" "$C/index.db"; then
+		sqlite3 -readonly "$C/index.db" "PRAGMA integrity_check" | grep -qx ok ||
+			fail "MCACHE_FAIL_ALLOC=$N left a broken index.db"
+		cp "$MC_TMP/garbage" "$C/index.db"
+	fi
+	N=$((N + 1))
+	[ "$N" -le 5000 ] || fail "rebuild-index still fails with MCACHE_FAIL_ALLOC=$N"
+done
+log "rebuild-index swept over $((N - 1)) allocation points"
+mc_expect 0 --cache-dir "$C" verify --deep
+mc_expect 0 --cache-dir "$C" ls --json
+assert_eq "$(json "$MC_STDOUT" 'sorted(m["name"] for m in j["models"])')" '["alpha", "beta", "gamma"]' "models after the sweep"
