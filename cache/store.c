@@ -4,55 +4,30 @@
  * fsync in the order that keeps a reader from ever seeing a partial file or tree.
  *
  * Names that come from the outside world (file paths inside a model) are resolved beneath a
- * directory handle one component at a time with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS),
- * falling back to openat(O_NOFOLLOW) on kernels or sandboxes without openat2: a component is
- * never "..", never empty, and never followed when it is a symlink. Paths are never built by
- * string concatenation, except for messages.
+ * directory handle one component at a time (util/mc_fs.h: openat2 RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS, falling back to openat(O_NOFOLLOW) on kernels or sandboxes without openat2:
+ * a component is never "..", never empty, and never followed when it is a symlink. Paths are never
+ * built by string concatenation, except for messages.
  */
 #include "cache_int.h"
 
 #include "mc_alloc.h"
+#include "mc_fs.h"
 #include "mc_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "mc_banned.h"
 
-/* Set once openat2 turned out to be missing (old kernel) or filtered (seccomp). */
-static bool no_openat2;
-
-/* Opens the single component @name beneath @dirfd, never following a symlink. */
 static int open_beneath(int dirfd, const char *name, int flags)
 {
-	struct open_how how = {
-	    .flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW),
-	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-	};
-	long fd = -1;
-
-	if (!no_openat2) {
-		fd = syscall(SYS_openat2, dirfd, name, &how, sizeof(how));
-		if (fd < 0 && (errno == ENOSYS || errno == EPERM))
-			no_openat2 = true;
-	}
-	if (no_openat2)
-		fd = openat(dirfd, name, flags | O_CLOEXEC | O_NOFOLLOW);
-	return fd < 0 ? -errno : (int)fd;
-}
-
-static bool is_symlink_at(int dirfd, const char *name)
-{
-	struct stat st;
-
-	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+	return mc_fs_open_beneath(dirfd, name, flags);
 }
 
 /*
@@ -107,28 +82,7 @@ out:
 
 int mc_store_open_dir(int dirfd, const char *name, bool create, bool *created)
 {
-	bool made = false;
-	int fd;
-
-	if (create) {
-		if (mkdirat(dirfd, name, 0755) == 0)
-			made = true;
-		else if (errno != EEXIST) {
-			fd = -errno;
-			goto out;
-		}
-	}
-	fd = open_beneath(dirfd, name, O_RDONLY | O_DIRECTORY);
-	/*
-	 * openat2 says ELOOP for a symlink, the O_NOFOLLOW fallback ENOTDIR: one answer, so that
-	 * callers can name a planted symlink as such.
-	 */
-	if (fd == -ENOTDIR && is_symlink_at(dirfd, name))
-		fd = -ELOOP;
-out:
-	if (created)
-		*created = made;
-	return fd;
+	return mc_fs_open_dir(dirfd, name, create, created);
 }
 
 /* The directories a tree build made, in creation order, relative to the version directory. */

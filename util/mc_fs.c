@@ -1,0 +1,97 @@
+/* Beneath-only path opening; see mc_fs.h. */
+#include "mc_fs.h"
+
+#include "mc_alloc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "mc_banned.h"
+
+/* Set once openat2 turned out to be missing (old kernel) or filtered (seccomp). */
+static bool no_openat2;
+
+int mc_fs_open_beneath(int dirfd, const char *name, int flags)
+{
+	struct open_how how = {
+	    .flags = (unsigned long long)(flags | O_CLOEXEC | O_NOFOLLOW),
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	long fd = -1;
+
+	if (!no_openat2) {
+		fd = syscall(SYS_openat2, dirfd, name, &how, sizeof(how));
+		if (fd < 0 && (errno == ENOSYS || errno == EPERM))
+			no_openat2 = true;
+	}
+	if (no_openat2)
+		fd = openat(dirfd, name, flags | O_CLOEXEC | O_NOFOLLOW);
+	return fd < 0 ? -errno : (int)fd;
+}
+
+static bool is_symlink_at(int dirfd, const char *name)
+{
+	struct stat st;
+
+	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+}
+
+int mc_fs_open_dir(int dirfd, const char *name, bool create, bool *created)
+{
+	bool made = false;
+	int fd;
+
+	if (create) {
+		if (mkdirat(dirfd, name, 0755) == 0)
+			made = true;
+		else if (errno != EEXIST) {
+			fd = -errno;
+			goto out;
+		}
+	}
+	fd = mc_fs_open_beneath(dirfd, name, O_RDONLY | O_DIRECTORY);
+	/*
+	 * openat2 says ELOOP for a symlink, the O_NOFOLLOW fallback ENOTDIR: one answer, so that
+	 * callers can name a planted symlink as such.
+	 */
+	if (fd == -ENOTDIR && is_symlink_at(dirfd, name))
+		fd = -ELOOP;
+out:
+	if (created)
+		*created = made;
+	return fd;
+}
+
+int mc_fs_open_parent(int dirfd, const char *path, bool create, const char **leaf)
+{
+	const char *comp = path, *slash;
+	char name[256];
+	int cur, next;
+
+	cur = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+	if (cur < 0)
+		return -errno;
+	while ((slash = strchr(comp, '/')) != NULL) {
+		size_t len = (size_t)(slash - comp);
+
+		if (len == 0 || len >= sizeof(name)) {
+			close(cur);
+			return len ? -ENAMETOOLONG : -EINVAL;
+		}
+		memcpy(name, comp, len);
+		name[len] = '\0';
+		next = mc_fs_open_dir(cur, name, create, NULL);
+		close(cur);
+		if (next < 0)
+			return next;
+		cur = next;
+		comp = slash + 1;
+	}
+	*leaf = comp;
+	return cur;
+}
