@@ -4,10 +4,10 @@
  * fsync in the order that keeps a reader from ever seeing a partial file or tree.
  *
  * Names that come from the outside world (file paths inside a model) are resolved beneath a
- * directory handle one component at a time (util/mc_fs.h: openat2 RESOLVE_BENEATH |
- * RESOLVE_NO_SYMLINKS, falling back to openat(O_NOFOLLOW) on kernels or sandboxes without openat2:
- * a component is never "..", never empty, and never followed when it is a symlink. Paths are never
- * built by string concatenation, except for messages.
+ * directory handle one component at a time (util/mc_fs.h: openat2 with RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS, else openat with O_NOFOLLOW): a component is never "..", never empty,
+ * and never followed when it is a symlink. Paths are never built by string concatenation,
+ * except for messages.
  */
 #include "cache_int.h"
 
