@@ -285,7 +285,7 @@ int mc_gc_tmp_create(struct mc_cache *c, const char *keep, const char *name, uin
 /* After a successful pull of @res->name: with a budget configured, gc keeping that model. */
 void mc_gc_after_pull(struct mc_cache *c, struct mc_pull_result *res);
 
-/* manifest.c: the sidecar trees/NAME/<version>.json of each version (see cache/README.md). */
+/* sidecar.c: the sidecar trees/NAME/<version>.json of each version (see cache/README.md). */
 
 struct json_t;
 
@@ -294,16 +294,16 @@ struct json_t;
  * index's rows of that version and its model: sources, validators, digests, SHA-256, tag,
  * times, pin. Called when the version's tree is built.
  */
-int mc_manifest_write(struct mc_cache *c, int mfd, const char *name, int64_t version,
-		      struct mc_err *err);
+int mc_sidecar_write(struct mc_cache *c, int mfd, const char *name, int64_t version,
+		     struct mc_err *err);
 /*
  * Rewrites the sidecar of @name's current version (none: nothing to do), for a change of what
  * it records after the tree was built, such as the pin.
  */
-int mc_manifest_rewrite(struct mc_cache *c, const char *name, struct mc_err *err);
+int mc_sidecar_rewrite(struct mc_cache *c, const char *name, struct mc_err *err);
 
-/* A sidecar as read back; strings point into @root and live until mc_manifest_release(). */
-struct mc_manifest {
+/* A sidecar as read back; strings point into @root and live until mc_sidecar_release(). */
+struct mc_sidecar {
 	struct json_t *root;
 	struct json_t *by_path; /* path -> file entry; the rebuild deletes the ones it used */
 	const char *source;	/* the model's source */
@@ -315,7 +315,7 @@ struct mc_manifest {
 };
 
 /* One file entry of a sidecar. */
-struct mc_manifest_file {
+struct mc_sidecar_file {
 	const char *path, *source, *etag, *last_modified, *digest, *sha256;
 	uint64_t size;
 };
@@ -325,11 +325,11 @@ struct mc_manifest_file {
  * when it cannot be read; MC_E_INDEX when it is not a valid sidecar of that version; -ENOMEM.
  * On failure @why says why (for a report) and @m holds nothing.
  */
-int mc_manifest_read(int mfd, const char *name, int64_t version, struct mc_manifest *m, char *why,
-		     size_t whylen);
-void mc_manifest_release(struct mc_manifest *m);
+int mc_sidecar_read(int mfd, const char *name, int64_t version, struct mc_sidecar *m, char *why,
+		    size_t whylen);
+void mc_sidecar_release(struct mc_sidecar *m);
 /* Fills @f from the file entry @o; false when @o is not a valid entry. */
-bool mc_manifest_file_get(const struct json_t *o, struct mc_manifest_file *f);
+bool mc_sidecar_file_get(const struct json_t *o, struct mc_sidecar_file *f);
 
 /* rebuild.c: the lock that keeps every other process out while rebuild-index runs. */
 

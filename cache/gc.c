@@ -301,7 +301,7 @@ static int rm_rf(int parent, const char *name, int depth)
 }
 
 /*
- * Removes trees/@name/@version and its sidecar @version.json (manifest.c), after the commit that
+ * Removes trees/@name/@version and its sidecar @version.json (sidecar.c), after the commit that
  * deleted the version's row.
  */
 static void remove_version_tree(struct gc *g, const char *name, int64_t version)
@@ -1451,7 +1451,7 @@ int mc_cache_pin(struct mc_cache *c, const char *name, bool pinned, struct mc_er
 	sqlite3_finalize(s);
 	/* The current version's sidecar records the pin, so that rebuild-index restores it. */
 	if (!ret)
-		ret = mc_manifest_rewrite(c, name, err);
+		ret = mc_sidecar_rewrite(c, name, err);
 	return ret;
 }
 

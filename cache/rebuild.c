@@ -8,7 +8,7 @@
  * blob's link is rehashed and linked into blobs/. The version id is the tree's directory name,
  * the current version is models/NAME's target. What the bytes cannot tell (sources, the
  * origin's validators, published SHA-256, tag, times, pin) comes from the version's sidecar
- * (manifest.c), used only where its paths and digests agree with the disk. Download progress
+ * (sidecar.c), used only where its paths and digests agree with the disk. Download progress
  * cannot be recovered: partial downloads in tmp/ are deleted.
  *
  * Nothing cached is dropped silently. A file whose bytes are gone or wrong (its blob was
@@ -78,7 +78,7 @@ struct vwalk {
 	int64_t version;
 	char where[200]; /* "trees/NAME/V" */
 	bool has_sidecar;
-	struct mc_manifest m;
+	struct mc_sidecar m;
 	uint64_t bad; /* files damaged or missing */
 };
 
@@ -505,7 +505,7 @@ static int scan_blobs(struct rebuild *rb, struct mc_err *err)
 
 /* Inserts the files row of @path in @vw's version. @mf (may be NULL) gives the validators. */
 static int file_put(struct rebuild *rb, const struct vwalk *vw, const char *path, uint64_t size,
-		    const char *hex, const struct mc_manifest_file *mf, struct mc_err *err)
+		    const char *hex, const struct mc_sidecar_file *mf, struct mc_err *err)
 {
 	sqlite3_stmt *s = NULL;
 	int ret;
@@ -584,7 +584,7 @@ static int tree_file(struct rebuild *rb, struct vwalk *vw, int dfd, const char *
 {
 	char where[REL_MAX + 256], hex[MC_DIGEST_HEX] = "", why[200] = "";
 	uint8_t digest[MC_DIGEST_LEN];
-	struct mc_manifest_file mf;
+	struct mc_sidecar_file mf;
 	const json_t *entry = NULL;
 	bool found = false, bad = false, have_mf = false;
 	uint64_t size = (uint64_t)st->st_size;
@@ -595,7 +595,7 @@ static int tree_file(struct rebuild *rb, struct vwalk *vw, int dfd, const char *
 		return add_note(rb, err, "skipped", where, "not a valid file path");
 	if (vw->has_sidecar)
 		entry = json_object_get(vw->m.by_path, path);
-	have_mf = entry && mc_manifest_file_get(entry, &mf);
+	have_mf = entry && mc_sidecar_file_get(entry, &mf);
 	if (st->st_dev == rb->blobs_dev)
 		ret = ino_get(rb, (uint64_t)st->st_ino, hex, &bad, &found, err);
 	if (ret)
@@ -717,7 +717,7 @@ static int walk(struct rebuild *rb, struct vwalk *vw, int dfd, char *path, size_
 /* Files the sidecar lists that the walk did not find: kept, reported missing. */
 static int sidecar_missing(struct rebuild *rb, struct vwalk *vw, struct mc_err *err)
 {
-	struct mc_manifest_file mf;
+	struct mc_sidecar_file mf;
 	char where[REL_MAX + 256];
 	const char *path;
 	json_t *entry;
@@ -725,7 +725,7 @@ static int sidecar_missing(struct rebuild *rb, struct vwalk *vw, struct mc_err *
 
 	json_object_foreach(vw->m.by_path, path, entry)
 	{
-		if (!mc_manifest_file_get(entry, &mf))
+		if (!mc_sidecar_file_get(entry, &mf))
 			continue;
 		snprintf(where, sizeof(where), "%s/%s", vw->where, path);
 		ret = blob_need(rb, mf.digest, mf.size, err);
@@ -749,7 +749,7 @@ static int read_sidecar(struct rebuild *rb, int mfd, struct vwalk *vw, struct mc
 	char why[300], path[256];
 	int r;
 
-	r = mc_manifest_read(mfd, vw->name, vw->version, &vw->m, why, sizeof(why));
+	r = mc_sidecar_read(mfd, vw->name, vw->version, &vw->m, why, sizeof(why));
 	vw->has_sidecar = r == 0;
 	if (r == -ENOMEM)
 		return mc_err_set(err, r, "out of memory");
@@ -831,7 +831,7 @@ static int rebuild_version(struct rebuild *rb, const char *name, int mfd, int64_
 	}
 out:
 	if (vw.has_sidecar)
-		mc_manifest_release(&vw.m);
+		mc_sidecar_release(&vw.m);
 	close(vfd);
 	return ret;
 }
@@ -871,7 +871,7 @@ static int current_of(struct rebuild *rb, const char *name, const int64_t *v, si
 static int model_fields(const char *name, int mfd, const int64_t *v, size_t n, int64_t current,
 			char **source, int64_t *created, bool *pinned, struct mc_err *err)
 {
-	struct mc_manifest m;
+	struct mc_sidecar m;
 	char why[8];
 	int r;
 
@@ -881,7 +881,7 @@ static int model_fields(const char *name, int mfd, const int64_t *v, size_t n, i
 
 		if (!ver || (k > 0 && ver == current))
 			continue;
-		r = mc_manifest_read(mfd, name, ver, &m, why, sizeof(why));
+		r = mc_sidecar_read(mfd, name, ver, &m, why, sizeof(why));
 		if (r == -ENOMEM)
 			return mc_err_set(err, r, "out of memory");
 		if (r)
@@ -890,7 +890,7 @@ static int model_fields(const char *name, int mfd, const int64_t *v, size_t n, i
 		if (m.model_created_at)
 			*created = m.model_created_at;
 		*pinned = m.pinned;
-		mc_manifest_release(&m);
+		mc_sidecar_release(&m);
 		return *source ? 0 : mc_err_set(err, -ENOMEM, "out of memory");
 	}
 	return 0;

@@ -427,8 +427,8 @@ int mc_store_tree_build(struct mc_cache *c, const char *name, int64_t version,
 		goto out_remove;
 	}
 	ret = tree_fill(c, vfd, where, e, n, &made, err);
-	if (!ret) /* beside the tree, before anyone can see the tree: cache/manifest.c */
-		ret = mc_manifest_write(c, mfd, name, version, err);
+	if (!ret) /* beside the tree, before anyone can see the tree: cache/sidecar.c */
+		ret = mc_sidecar_write(c, mfd, name, version, err);
 	close(vfd);
 	if (ret)
 		goto out_remove;

@@ -1,5 +1,5 @@
 /*
- * Unit tests of index recovery: the version sidecars (cache/manifest.c) and
+ * Unit tests of index recovery: the version sidecars (cache/sidecar.c) and
  * mc_cache_rebuild_index() (cache/rebuild.c). Models are made by driving the pull callbacks
  * directly (test_cache.h), then the index is lost, garbled or damaged and rebuilt from the disk:
  * the rows must come back as they were, damage must be reported and kept (never dropped), and
@@ -185,8 +185,8 @@ static void test_sidecar(void)
 {
 	struct fixture fx;
 	char path[1024], hex[MC_DIGEST_HEX], why[200];
-	struct mc_manifest_file f;
-	struct mc_manifest m;
+	struct mc_sidecar_file f;
+	struct mc_sidecar m;
 	json_error_t jerr;
 	json_t *root;
 	int mfd;
@@ -207,20 +207,20 @@ static void test_sidecar(void)
 	path_in(&fx, path, sizeof(path), "trees/m");
 	mfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	ASSERT_GE(mfd, 0);
-	ASSERT_EQ(mc_manifest_read(mfd, "m", fx.v1, &m, why, sizeof(why)), 0);
+	ASSERT_EQ(mc_sidecar_read(mfd, "m", fx.v1, &m, why, sizeof(why)), 0);
 	ASSERT_STR_EQ(m.source, "http://origin/m/a.bin");
-	ASSERT_TRUE(mc_manifest_file_get(json_object_get(m.by_path, "sub/b.bin"), &f));
+	ASSERT_TRUE(mc_sidecar_file_get(json_object_get(m.by_path, "sub/b.bin"), &f));
 	tc_digest_hex(fx.b, 5000, hex);
 	ASSERT_STR_EQ(f.digest, hex);
 	ASSERT_UINT_EQ(f.size, 5000);
 	ASSERT_STR_EQ(f.etag, "\"b\"");
 	ASSERT_STR_EQ(f.source, "http://origin/m/b.bin");
 	ASSERT_STR_EQ(f.last_modified, "Mon, 01 Jan 2024 00:00:00 GMT");
-	mc_manifest_release(&m);
+	mc_sidecar_release(&m);
 	/* A sidecar of another model or version is not taken for this one. */
-	ASSERT_EQ(mc_manifest_read(mfd, "n", fx.v1, &m, why, sizeof(why)), MC_E_INDEX);
+	ASSERT_EQ(mc_sidecar_read(mfd, "n", fx.v1, &m, why, sizeof(why)), MC_E_INDEX);
 	ASSERT_NOT_NULL(strstr(why, "not the sidecar"));
-	ASSERT_EQ(mc_manifest_read(mfd, "m", fx.v1 + 100, &m, why, sizeof(why)), -ENOENT);
+	ASSERT_EQ(mc_sidecar_read(mfd, "m", fx.v1 + 100, &m, why, sizeof(why)), -ENOENT);
 	close(mfd);
 	teardown(&fx);
 }
@@ -330,7 +330,7 @@ static void test_pin(void)
 	ASSERT_EQ(mc_cache_pin(fx.c, "n", true, &err), 0);
 	ASSERT_EQ(mc_cache_pin(fx.c, "m", true, &err), 0);
 	ASSERT_EQ(mc_cache_pin(fx.c, "m", false, &err), 0);
-	ASSERT_EQ(mc_manifest_rewrite(fx.c, "nope", &err), 0); /* no model: nothing to write */
+	ASSERT_EQ(mc_sidecar_rewrite(fx.c, "nope", &err), 0); /* no model: nothing to write */
 	close_cache(&fx);
 	path_in(&fx, path, sizeof(path), "index.db");
 	ASSERT_EQ(unlink(path), 0);

@@ -29,7 +29,7 @@
 #include "mc_banned.h"
 
 /* Bumped if the layout of a sidecar ever changes incompatibly; readers ignore other formats. */
-#define MANIFEST_FORMAT 1
+#define SIDECAR_FORMAT 1
 
 /* Sets key @k of @o to a new string (a NULL column becomes ""); returns -1 when out of memory. */
 static int set_str(json_t *o, const char *k, const char *v)
@@ -71,7 +71,7 @@ static int add_version(struct mc_cache *c, json_t *root, const char *name, int64
 		ret = mc_index_fail(c, rc, err, "read version %lld", (long long)version);
 		goto out;
 	}
-	if (set_int(root, "format", MANIFEST_FORMAT) || set_str(root, "model", name) ||
+	if (set_int(root, "format", SIDECAR_FORMAT) || set_str(root, "model", name) ||
 	    set_str(root, "source", mc_index_text(s, 0)) ||
 	    json_object_set_new(root, "pinned", json_boolean(sqlite3_column_int(s, 1) != 0)) ||
 	    set_int(root, "model_created_at", sqlite3_column_int64(s, 2)) ||
@@ -162,8 +162,8 @@ static int create_tmp(int mfd, const char *tmp)
 	return fd < 0 ? -errno : fd;
 }
 
-int mc_manifest_write(struct mc_cache *c, int mfd, const char *name, int64_t version,
-		      struct mc_err *err)
+int mc_sidecar_write(struct mc_cache *c, int mfd, const char *name, int64_t version,
+		     struct mc_err *err)
 {
 	const size_t flags = JSON_INDENT(1) | JSON_PRESERVE_ORDER;
 	char file[32], tmp[64];
@@ -214,7 +214,7 @@ out:
 	return ret;
 }
 
-int mc_manifest_rewrite(struct mc_cache *c, const char *name, struct mc_err *err)
+int mc_sidecar_rewrite(struct mc_cache *c, const char *name, struct mc_err *err)
 {
 	sqlite3_stmt *s = NULL;
 	int64_t current = 0;
@@ -238,7 +238,7 @@ int mc_manifest_rewrite(struct mc_cache *c, const char *name, struct mc_err *err
 	mfd = mc_store_open_dir(c->trees_fd, name, false, NULL);
 	if (mfd < 0)
 		return mc_err_errno(err, mfd, "cannot open '%s/trees/%s'", c->dir, name);
-	ret = mc_manifest_write(c, mfd, name, current, err);
+	ret = mc_sidecar_write(c, mfd, name, current, err);
 	close(mfd);
 	return ret;
 }
@@ -276,9 +276,9 @@ static bool is_hex_digest(const char *s)
 }
 
 /* Checks every file entry and indexes them by path into m->by_path. */
-static int index_files(struct mc_manifest *m, const json_t *files, char *why, size_t whylen)
+static int index_files(struct mc_sidecar *m, const json_t *files, char *why, size_t whylen)
 {
-	struct mc_manifest_file f;
+	struct mc_sidecar_file f;
 	size_t i;
 	json_t *v;
 
@@ -288,7 +288,7 @@ static int index_files(struct mc_manifest *m, const json_t *files, char *why, si
 	}
 	json_array_foreach(files, i, v)
 	{
-		if (!json_is_object(v) || !mc_manifest_file_get(v, &f) ||
+		if (!json_is_object(v) || !mc_sidecar_file_get(v, &f) ||
 		    !mc_relpath_is_valid(f.path)) {
 			snprintf(why, whylen, "file entry %zu is not valid", i);
 			return MC_E_INDEX;
@@ -303,7 +303,7 @@ static int index_files(struct mc_manifest *m, const json_t *files, char *why, si
 	return 0;
 }
 
-bool mc_manifest_file_get(const json_t *o, struct mc_manifest_file *f)
+bool mc_sidecar_file_get(const json_t *o, struct mc_sidecar_file *f)
 {
 	int64_t size;
 
@@ -317,8 +317,8 @@ bool mc_manifest_file_get(const json_t *o, struct mc_manifest_file *f)
 	return true;
 }
 
-int mc_manifest_read(int mfd, const char *name, int64_t version, struct mc_manifest *m, char *why,
-		     size_t whylen)
+int mc_sidecar_read(int mfd, const char *name, int64_t version, struct mc_sidecar *m, char *why,
+		    size_t whylen)
 {
 	char file[32];
 	json_error_t jerr;
@@ -345,8 +345,8 @@ int mc_manifest_read(int mfd, const char *name, int64_t version, struct mc_manif
 	}
 	pinned = json_object_get(m->root, "pinned");
 	if (!json_is_object(m->root) || !get_int(m->root, "format", &format) ||
-	    format != MANIFEST_FORMAT || !get_str(m->root, "model", &model) ||
-	    strcmp(model, name) || !get_int(m->root, "version", &v) || v != version ||
+	    format != SIDECAR_FORMAT || !get_str(m->root, "model", &model) || strcmp(model, name) ||
+	    !get_int(m->root, "version", &v) || v != version ||
 	    !get_str(m->root, "source", &m->source) || !get_str(m->root, "tag", &m->tag) ||
 	    !get_int(m->root, "model_created_at", &m->model_created_at) ||
 	    !get_int(m->root, "created_at", &m->created_at) ||
@@ -368,11 +368,11 @@ out:
 	if (ret == -ENOMEM)
 		snprintf(why, whylen, "out of memory");
 	if (ret)
-		mc_manifest_release(m);
+		mc_sidecar_release(m);
 	return ret;
 }
 
-void mc_manifest_release(struct mc_manifest *m)
+void mc_sidecar_release(struct mc_sidecar *m)
 {
 	json_decref(m->by_path);
 	json_decref(m->root);
