@@ -306,6 +306,38 @@ int mc_cache_rebuild_index(const char *dir, unsigned flags, struct mc_rebuild_re
 /* Frees the notes of @res; @res may be zeroed or filled. */
 void mc_rebuild_result_release(struct mc_rebuild_result *res);
 
+struct mc_tree_entry;
+
+/*
+ * One model's current version, opened for materialising elsewhere (mc_cache_open_model). The
+ * entries are the version's files (path, size, hex digest, source, etag); tree_fd is a read-only
+ * handle on its tree directory, opened beneath the cache without following symlinks: open the
+ * files beneath it (mc_fs_open_parent / mc_fs_open_beneath), never through models/NAME.
+ */
+struct mc_model_view {
+	int64_t model_id;
+	int64_t version;
+	char *source; /* the model's first source, redacted */
+	struct mc_tree_entry *entry;
+	size_t nentry;
+	uint64_t bytes;
+	int tree_fd;
+};
+
+/* Fields of an entry, for front ends (the struct itself is the cache's). */
+const char *mc_model_view_path(const struct mc_model_view *v, size_t i);
+uint64_t mc_model_view_size(const struct mc_model_view *v, size_t i);
+
+/*
+ * Opens the current version of @name. MC_E_NOTFOUND when the model is unknown or never
+ * completed. Release with mc_cache_model_release().
+ */
+int mc_cache_open_model(struct mc_cache *c, const char *name, struct mc_model_view *v,
+			struct mc_err *err);
+void mc_cache_model_release(struct mc_model_view *v);
+/* Records that the model was used now (LRU for gc): the index's access time, not atime. */
+int mc_cache_touch_model(struct mc_cache *c, const struct mc_model_view *v, struct mc_err *err);
+
 /* The cache directory @c was opened on. */
 const char *mc_cache_dir(const struct mc_cache *c);
 

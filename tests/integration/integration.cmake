@@ -17,3 +17,4 @@ mc_script_test(integration.concurrent integration/it_concurrent.sh integration 3
 mc_script_test(integration.hostile integration/it_hostile.sh integration 300)
 mc_script_test(integration.recover integration/it_recover.sh integration 300)
 mc_script_test(integration.gc integration/it_gc.sh integration 300)
+mc_script_test(integration.init integration/it_init.sh integration 300)
