@@ -8,7 +8,7 @@ set -euo pipefail
 
 PKGS=(
 	build-essential cmake pkg-config
-	libcurl4-openssl-dev liburing-dev libxxhash-dev libsqlite3-dev libjansson-dev libxml2-dev libssl-dev
+	libcurl4-openssl-dev liburing-dev libxxhash-dev libsqlite3-dev libjansson-dev libxml2-dev libssl-dev libyaml-dev
 	nginx openssl ca-certificates python3 sqlite3 curl
 	clang-format shellcheck
 	socat
