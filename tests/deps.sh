@@ -13,10 +13,14 @@ PKGS=(
 	clang-format shellcheck
 	socat
 	ceph-mon ceph-osd radosgw awscli # the S3 origin of the s3:// tests (tests/lib/rgw.sh)
+	python3-yaml yamllint # tests/packaging/pk_k8s.sh (Kubernetes packaging)
 )
 BENCH_PKGS=(aria2 wget curl time)
 
 want=("${PKGS[@]}")
+# pk_k8s.sh renders the Kustomize overlays with `kubectl kustomize`: a kubectl already on the
+# machine (any version) serves; else Debian's (1.20, Kustomize v2.0.3, which the overlays support).
+command -v kubectl >/dev/null || want+=(kubernetes-client)
 for a in "$@"; do
 	case $a in
 	--bench) want+=("${BENCH_PKGS[@]}") ;;
