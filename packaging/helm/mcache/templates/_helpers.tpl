@@ -69,10 +69,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The seccomp profile: RuntimeDefault, or the Localhost profile that allows io_uring. */}}
 {{- define "mcache.seccompProfile" -}}
-{{- if .Values.seccomp.ioUring }}
+{{- if .Values.seccomp.ioUring -}}
 type: Localhost
 localhostProfile: {{ .Values.seccomp.localhostProfile }}
-{{- else }}
+{{- else -}}
 type: RuntimeDefault
 {{- end }}
 {{- end }}
@@ -139,7 +139,7 @@ The optional root init container that hands a fresh hostPath cache directory to 
 (cache.prepare). busybox's chown, no shell: the command is one exec.
 */}}
 {{- define "mcache.prepareContainer" -}}
-{{- if and .Values.cache.prepare.enabled (not .Values.cache.existingClaim) }}
+{{- if and .Values.cache.prepare.enabled (not .Values.cache.existingClaim) -}}
 - name: prepare-cache
   image: "{{ .Values.cache.prepare.image.repository }}:{{ .Values.cache.prepare.image.tag }}"
   imagePullPolicy: {{ .Values.cache.prepare.image.pullPolicy }}
