@@ -113,6 +113,13 @@ int mc_index_open(struct mc_cache *c, struct mc_err *err);
  * `mcache rebuild-index`, when the index is damaged.
  */
 int mc_index_quick_check(struct mc_cache *c, struct mc_err *err);
+/*
+ * Commits are synchronous=FULL: what they record (published blobs, progress) must survive a
+ * power cut. Bookkeeping that may be lost with the machine (session rows, access times) is
+ * written between mc_index_durable(c, false) and mc_index_durable(c, true): no fsync on its
+ * commits, which is most of a warm start's cost.
+ */
+void mc_index_durable(struct mc_cache *c, bool full);
 /* Finalizes the cached statements and closes the connection. */
 void mc_index_close(struct mc_cache *c);
 /* Returns in *out the cached statement @id, reset and with its bindings cleared. */

@@ -435,6 +435,12 @@ int mc_index_open(struct mc_cache *c, struct mc_err *err)
 		goto out;
 	}
 	sqlite3_busy_timeout(c->db, 10000);
+	/*
+	 * The last connection to close would checkpoint the WAL into index.db, with fsyncs: a warm
+	 * `mcache init` would pay them every time. The WAL stays instead, and SQLite's automatic
+	 * checkpoint (every 1000 pages, in whichever process commits) keeps it short.
+	 */
+	sqlite3_db_config(c->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 	/* Read only, until the header proves the file is ours or new. */
 	rc = read_header(c, &h);
 	if (rc == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT) {
@@ -470,6 +476,12 @@ int mc_index_open(struct mc_cache *c, struct mc_err *err)
 				 c->index_path, sqlite3_errmsg(c->db));
 out:
 	return ret;
+}
+
+void mc_index_durable(struct mc_cache *c, bool full)
+{
+	sqlite3_exec(c->db, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+		     NULL, NULL, NULL);
 }
 
 int mc_index_quick_check(struct mc_cache *c, struct mc_err *err)

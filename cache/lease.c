@@ -169,6 +169,8 @@ int mc_session_open(struct mc_cache *c, struct mc_err *err)
 	c->pid_ns = pid_ns_of_self();
 	c->start_ticks = start_ticks_of((long)getpid());
 	c->heartbeat_at = mc_now_unix();
+	/* A session row dies with the machine anyway: no fsync for it (see mc_index_durable). */
+	mc_index_durable(c, false);
 	ret = mc_index_begin(c, err);
 	if (ret)
 		goto out;
@@ -205,6 +207,7 @@ out_rollback:
 	mc_index_rollback(c);
 	c->session_id = 0;
 out:
+	mc_index_durable(c, true);
 	sqlite3_finalize(s);
 	return ret;
 }
@@ -216,11 +219,13 @@ void mc_session_close(struct mc_cache *c)
 	if (!c->db || !c->session_id)
 		return;
 	/* Leases end with the session: a later pull by anyone may take them at once. */
+	mc_index_durable(c, false);
 	if (sqlite3_prepare_v2(c->db, "DELETE FROM sessions WHERE id = ?1", -1, &s, NULL) ==
 	    SQLITE_OK) {
 		sqlite3_bind_int64(s, 1, c->session_id);
 		sqlite3_step(s);
 	}
+	mc_index_durable(c, true);
 	sqlite3_finalize(s);
 	c->session_id = 0;
 }

@@ -117,7 +117,11 @@ int mc_cache_touch_model(struct mc_cache *c, const struct mc_model_view *v, stru
 		return ret;
 	sqlite3_bind_int64(s, 1, v->model_id);
 	sqlite3_bind_int64(s, 2, mc_now_unix());
-	return mc_index_exec(c, s, "record the use of a model", err);
+	/* An access time lost with the machine costs nothing: no fsync for it. */
+	mc_index_durable(c, false);
+	ret = mc_index_exec(c, s, "record the use of a model", err);
+	mc_index_durable(c, true);
+	return ret;
 }
 
 const char *mc_model_view_path(const struct mc_model_view *v, size_t i)
