@@ -34,6 +34,39 @@ int mc_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 	return 0;
 }
 
+int mc_parse_duration(const char *s, uint64_t *out)
+{
+	static const struct {
+		char unit;
+		uint64_t seconds;
+	} units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+	char digits[24];
+	uint64_t v, mul = 1;
+	size_t n;
+
+	if (!s)
+		return MC_E_USAGE;
+	n = strspn(s, "0123456789");
+	if (n == 0 || n >= sizeof(digits))
+		return MC_E_USAGE;
+	if (s[n]) {
+		size_t i;
+
+		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+			if (s[n] == units[i].unit && !s[n + 1])
+				break;
+		if (i == sizeof(units) / sizeof(units[0]))
+			return MC_E_USAGE;
+		mul = units[i].seconds;
+	}
+	memcpy(digits, s, n);
+	digits[n] = '\0';
+	if (mc_parse_uint(digits, 1, 365 * 86400, &v) || v > 365 * 86400 / mul)
+		return MC_E_USAGE;
+	*out = v * mul;
+	return 0;
+}
+
 int mc_parse_size(const char *s, uint64_t *out)
 {
 	uint64_t v = 0;

@@ -414,10 +414,38 @@ static void test_alloc(void)
 	mc_free(b);
 }
 
+static void test_parse_duration(void)
+{
+	uint64_t v = 0;
+
+	ASSERT_EQ(mc_parse_duration("30", &v), 0);
+	ASSERT_UINT_EQ(v, 30);
+	ASSERT_EQ(mc_parse_duration("30s", &v), 0);
+	ASSERT_UINT_EQ(v, 30);
+	ASSERT_EQ(mc_parse_duration("10m", &v), 0);
+	ASSERT_UINT_EQ(v, 600);
+	ASSERT_EQ(mc_parse_duration("2h", &v), 0);
+	ASSERT_UINT_EQ(v, 7200);
+	ASSERT_EQ(mc_parse_duration("365d", &v), 0);
+	ASSERT_UINT_EQ(v, 365 * 86400);
+	v = 7;
+	ASSERT_EQ(mc_parse_duration("366d", &v), MC_E_USAGE);
+	ASSERT_EQ(mc_parse_duration("0", &v), MC_E_USAGE);
+	ASSERT_EQ(mc_parse_duration("", &v), MC_E_USAGE);
+	ASSERT_EQ(mc_parse_duration("m", &v), MC_E_USAGE);
+	ASSERT_EQ(mc_parse_duration("10x", &v), MC_E_USAGE);
+	ASSERT_EQ(mc_parse_duration("10mm", &v), MC_E_USAGE);
+	ASSERT_EQ(mc_parse_duration("-5s", &v), MC_E_USAGE);
+	ASSERT_EQ(mc_parse_duration("99999999999999999999s", &v), MC_E_USAGE);
+	ASSERT_EQ(mc_parse_duration("1.5h", &v), MC_E_USAGE);
+	ASSERT_UINT_EQ(v, 7);
+}
+
 int main(void)
 {
 	MC_RUN(test_parse_size);
 	MC_RUN(test_parse_uint);
+	MC_RUN(test_parse_duration);
 	MC_RUN(test_url_redact);
 	MC_RUN(test_name_is_valid);
 	MC_RUN(test_relpath_is_valid);

@@ -18,6 +18,13 @@ int mc_parse_size(const char *s, uint64_t *out);
 /* Parses a decimal integer in [min, max]. Returns 0 or MC_E_USAGE. */
 int mc_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/*
+ * Parses a duration: a decimal number with an optional unit s, m, h or d (seconds without
+ * one), "30s", "10m", "1h"; between 1 second and 365 days. Returns 0 with *out in seconds, or
+ * MC_E_USAGE.
+ */
+int mc_parse_duration(const char *s, uint64_t *out);
+
 /* Formats @n bytes as "512 B", "16.0 MiB", "1.50 GiB" into @buf. Returns @buf. */
 char *mc_format_size(uint64_t n, char *buf, size_t len);
 
