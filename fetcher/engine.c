@@ -1189,8 +1189,9 @@ static void xfer_finish(struct engine *e, struct xfer *x, CURLcode rc)
 		} else if (rc == CURLE_OUT_OF_MEMORY) {
 			xfer_error(x, -ENOMEM, false, "cannot fetch '%s': out of memory", f->label);
 		} else {
-			xfer_error(x, MC_E_ORIGIN, curl_transient(rc), "cannot fetch '%s': %s",
-				   f->label, x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+			xfer_error(x, MC_E_ORIGIN, curl_transient(rc), "cannot fetch '%s': %s%s",
+				   f->label, x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc),
+				   mc_fetch_tls_hint(rc));
 		}
 	}
 	x->r = NULL;

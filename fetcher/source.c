@@ -57,8 +57,10 @@ bool mc_source_included(const struct mc_source_opts *o, const char *path)
 
 /*
  * TLS and redirect policy shared by every request mcache makes: verification on unless
- * --insecure; CA from the option, SSL_CERT_FILE, SSL_CERT_DIR, else libcurl's default; only
- * http(s), and once on https never back to http. libcurl (>= 7.83) drops Authorization on a
+ * --insecure; CA from the option, SSL_CERT_FILE, SSL_CERT_DIR, else libcurl's default (Debian's
+ * libcurl and the static build: /etc/ssl/certs/ca-certificates.crt). Without a readable bundle
+ * verification fails (CURLE_SSL_CACERT_BADFILE, see mc_fetch_tls_hint); it is never skipped.
+ * Only http(s), and once on https never back to http. libcurl (>= 7.83) drops Authorization on a
  * redirect to another host, port or scheme; mcache keeps no cookies.
  */
 void mc_fetch_tls_policy(void *easy, const char *url, const char *ca_file, bool insecure)
@@ -79,6 +81,13 @@ void mc_fetch_tls_policy(void *easy, const char *url, const char *ca_file, bool 
 			 strncmp(url, "https://", 8) ? "http,https" : "https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+}
+
+const char *mc_fetch_tls_hint(int curl_rc)
+{
+	return curl_rc == CURLE_SSL_CACERT_BADFILE
+		   ? " (no CA certificates: set SSL_CERT_FILE or --ca-file to a PEM bundle)"
+		   : "";
 }
 
 static void object_release(struct mc_object *ob)
@@ -292,8 +301,9 @@ int mc_source_get(const struct mc_source_opts *o, const char *url, const char *l
 		goto out;
 	}
 	if (rc != CURLE_OK) {
-		ret = mc_err_set(err, MC_E_ORIGIN, "cannot fetch '%s': %s", label,
-				 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		ret =
+		    mc_err_set(err, MC_E_ORIGIN, "cannot fetch '%s': %s%s", label,
+			       errbuf[0] ? errbuf : curl_easy_strerror(rc), mc_fetch_tls_hint(rc));
 		goto out;
 	}
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);

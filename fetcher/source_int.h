@@ -21,4 +21,12 @@ bool mc_source_included(const struct mc_source_opts *o, const char *path);
 /* Sets the TLS and redirect policy on a curl easy handle @easy about to GET @url. */
 void mc_fetch_tls_policy(void *easy, const char *url, const char *ca_file, bool insecure);
 
+/*
+ * What to append to the message for a failed transfer's libcurl result @curl_rc: for "the CA
+ * bundle cannot be read" (--ca-file or SSL_CERT_FILE names no readable file, or neither is
+ * set and libcurl's compiled-in bundle is absent, as in a FROM-scratch image), a hint naming
+ * SSL_CERT_FILE and --ca-file; "" for anything else. A static string.
+ */
+const char *mc_fetch_tls_hint(int curl_rc);
+
 #endif
