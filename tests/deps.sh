@@ -12,6 +12,7 @@ PKGS=(
 	nginx openssl ca-certificates python3 sqlite3 curl
 	clang-format shellcheck
 	socat
+	dpkg-dev file zlib1g-dev # packaging/static/build.sh (which also installs what it lacks)
 	ceph-mon ceph-osd radosgw awscli # the S3 origin of the s3:// tests (tests/lib/rgw.sh)
 	python3-yaml yamllint # tests/packaging/pk_k8s.sh (Kubernetes packaging)
 )
