@@ -223,6 +223,8 @@ extern const char mc_cmd_rm_usage[];
 extern const char mc_cmd_gc_usage[];
 int mc_cmd_rebuild_index(int argc, char **argv, struct mc_cli *cli);
 extern const char mc_cmd_rebuild_index_usage[];
+int mc_cmd_prewarm(int argc, char **argv, struct mc_cli *cli);
+extern const char mc_cmd_prewarm_usage[];
 int mc_cmd_init(int argc, char **argv, struct mc_cli *cli);
 extern const char mc_cmd_init_usage[];
 

@@ -36,6 +36,8 @@ static const struct mc_cmd commands[] = {
     {"gc", mc_cmd_gc, "free space: garbage, then LRU models over the budget", mc_cmd_gc_usage},
     {"rebuild-index", mc_cmd_rebuild_index, "rebuild a lost or damaged index from the disk",
      mc_cmd_rebuild_index_usage},
+    {"prewarm", mc_cmd_prewarm, "pull every model of a YAML manifest, by priority",
+     mc_cmd_prewarm_usage, MC_CMD_STOPPABLE},
     {"init", mc_cmd_init, "the init container: ensure models, place them in the target",
      mc_cmd_init_usage, MC_CMD_STOPPABLE},
     {"help", cmd_help, "show the usage of a command", help_usage},
