@@ -18,7 +18,7 @@
 /* PRAGMA application_id of every mcache index: "MCCH". */
 #define MC_INDEX_APP_ID 0x4d434348
 /* PRAGMA user_version this build writes; older indexes are migrated on open. */
-#define MC_INDEX_VERSION 3
+#define MC_INDEX_VERSION 4
 /*
  * A session that cannot be checked by its pid (another PID namespace or node) is alive while it
  * writes a heartbeat at least this often; live sessions write one every MC_HEARTBEAT_S.
@@ -213,6 +213,9 @@ struct mc_model_row {
 	int64_t last_used_at;
 	int64_t current; /* 0 when the model never completed */
 	int64_t version;
+	int64_t verified_at;	 /* the last recorded verify (unix seconds), 0 for never */
+	int64_t verify_findings; /* its findings in this model, -1 for never */
+	bool verify_deep;	 /* it was a deep one */
 };
 
 /* Reads every model, by name, into *out (freed with mc_model_rows_free). */
@@ -353,5 +356,14 @@ bool mc_sidecar_file_get(const struct json_t *o, struct mc_sidecar_file *f);
  * Exclusive (rebuild-index itself): at once, or -EBUSY.
  */
 int mc_rebuild_guard(struct mc_cache *c, bool exclusive, struct mc_err *err);
+
+/* metrics.c: counters in the index's `stats` table, for `mcache metrics`. */
+
+/*
+ * Adds one pull's outcome (@ret: ok, interrupted or failed; a usage error is not counted) and
+ * its transfer stats @st (may be NULL) to the counters. Best effort and without fsync: a
+ * pull's result never depends on its bookkeeping. Called at the end of mc_cache_pull().
+ */
+void mc_metrics_count_pull(struct mc_cache *c, const struct mc_fetch_stats *st, int ret);
 
 #endif

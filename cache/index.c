@@ -111,6 +111,15 @@ static const char *const migrations[MC_INDEX_VERSION] = {
     "ALTER TABLE downloads ADD COLUMN session_id INTEGER;"
     "ALTER TABLE versions ADD COLUMN session_id INTEGER;"
     "CREATE TABLE settings(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+    /*
+     * 3 → 4: the audit. Each model's last recorded verify (time, its findings in that model,
+     * deep or fast), and `stats`, integers for the metrics: totals of pulls (counters, updated
+     * at the end of each pull) and the last verify of the whole cache (verify.c, metrics.c).
+     */
+    "ALTER TABLE models ADD COLUMN verified_at INTEGER;"
+    "ALTER TABLE models ADD COLUMN verify_findings INTEGER;"
+    "ALTER TABLE models ADD COLUMN verify_deep INTEGER;"
+    "CREATE TABLE stats(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 static const char *const stmt_sql[MC_STMT_COUNT] = {
@@ -127,7 +136,8 @@ static const char *const stmt_sql[MC_STMT_COUNT] = {
     /* The current version, or for a model never completed its latest attempt. */
     [MC_STMT_MODELS_LIST] =
 	"SELECT m.name, m.pinned, m.created_at, m.last_used_at,"
-	" coalesce(m.current_version, 0), coalesce(v.id, 0), coalesce(v.state, 'pulling')"
+	" coalesce(m.current_version, 0), coalesce(v.id, 0), coalesce(v.state, 'pulling'),"
+	" coalesce(m.verified_at, 0), coalesce(m.verify_findings, -1), coalesce(m.verify_deep, 0)"
 	" FROM models m LEFT JOIN versions v ON v.id = coalesce(m.current_version,"
 	"  (SELECT max(id) FROM versions WHERE model_id = m.id))"
 	" ORDER BY m.name",
@@ -625,6 +635,9 @@ int mc_index_models(struct mc_cache *c, struct mc_model_row **out, size_t *n, st
 		r[len - 1].last_used_at = sqlite3_column_int64(s, 3);
 		r[len - 1].current = sqlite3_column_int64(s, 4);
 		r[len - 1].version = sqlite3_column_int64(s, 5);
+		r[len - 1].verified_at = sqlite3_column_int64(s, 7);
+		r[len - 1].verify_findings = sqlite3_column_int64(s, 8);
+		r[len - 1].verify_deep = sqlite3_column_int(s, 9) != 0;
 	}
 	if (rc != SQLITE_DONE) {
 		ret = mc_index_fail(c, rc, err, "list the models");

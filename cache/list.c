@@ -72,6 +72,9 @@ int mc_cache_list(struct mc_cache *c, int (*cb)(void *ctx, const struct mc_model
 		m.last_used_at = rows[i].last_used_at;
 		m.file = files;
 		m.nfile = nfiles;
+		m.verified_at = rows[i].verified_at;
+		m.verify_findings = rows[i].verify_findings;
+		m.verify_deep = rows[i].verify_deep;
 		ret = cb(ctx, &m);
 		mc_free(files);
 		mc_tree_entries_free(entries, nfiles);

@@ -1652,6 +1652,8 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 		mc_gc_after_pull(c, res);
 	mc_pull_release(&p);
 out:
+	/* Counters for `mcache metrics` (metrics.c): every pull that ran, whatever its outcome. */
+	mc_metrics_count_pull(c, fo.stats ? fo.stats : &own, ret);
 	mc_free(files);
 	mc_free(model_source);
 	mc_object_list_release(&objs);

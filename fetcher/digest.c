@@ -2,7 +2,8 @@
  * The file digest: XXH3-128 over the per-block XXH3-128 digests and the size (definition in
  * mc_fetch.h). A tree of fixed 1 MiB blocks lets many connections hash their own ranges while
  * the bytes stream, and still gives one digest per content whatever the chunk size was.
- * mc_digest_file() is the reading twin used by deep verify; both must agree (unit-tested).
+ * mc_digest_file() is the reading twin (rebuild-index), and mc_digest_blocks() the one deep verify
+ * runs on parts of a file in several threads; all must agree (unit-tested).
  */
 #include "mc_fetch.h"
 
@@ -10,6 +11,7 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
+#include <string.h>
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
@@ -84,6 +86,61 @@ int mc_digest_file(int fd, uint64_t size, uint8_t digest[MC_DIGEST_LEN])
 out:
 	mc_free(buf);
 	mc_free(blocks);
+	return ret;
+}
+
+int mc_digest_blocks(int fd, uint64_t size, uint64_t first, uint64_t count, uint8_t *digests,
+		     uint8_t sha256[32], uint8_t *buf, size_t buflen)
+{
+	uint64_t nblocks = (size + MC_HASH_BLOCK - 1) / MC_HASH_BLOCK, b = first;
+	EVP_MD_CTX *ctx = NULL;
+	XXH128_canonical_t c;
+	unsigned int len = 32;
+	int ret = 0;
+
+	if (buflen < MC_HASH_BLOCK || buflen % MC_HASH_BLOCK || first > nblocks ||
+	    count > nblocks - first || (sha256 && (first || count != nblocks)))
+		return -EINVAL;
+	if (sha256) {
+		ctx = EVP_MD_CTX_new();
+		if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	while (b < first + count) {
+		uint64_t off = b * MC_HASH_BLOCK;
+		uint64_t want = size - off < buflen ? size - off : buflen;
+		uint64_t end = b + (want + MC_HASH_BLOCK - 1) / MC_HASH_BLOCK;
+
+		if (end > first + count) {
+			end = first + count;
+			want = end * MC_HASH_BLOCK - off;
+		}
+		if (mc_fetch_interrupted()) {
+			ret = MC_E_INTERRUPTED;
+			goto out;
+		}
+		ret = read_exact(fd, buf, (size_t)want, off);
+		if (ret)
+			goto out;
+		if (ctx && !EVP_DigestUpdate(ctx, buf, (size_t)want)) {
+			ret = -EIO;
+			goto out;
+		}
+		for (uint64_t i = 0; b < end; b++, i++) {
+			uint64_t n = want - i * MC_HASH_BLOCK;
+
+			XXH128_canonicalFromHash(
+			    &c, XXH3_128bits(buf + i * MC_HASH_BLOCK,
+					     n < MC_HASH_BLOCK ? n : MC_HASH_BLOCK));
+			memcpy(digests + (b - first) * MC_DIGEST_LEN, c.digest, MC_DIGEST_LEN);
+		}
+	}
+	if (ctx && !EVP_DigestFinal_ex(ctx, sha256, &len))
+		ret = -EIO;
+out:
+	EVP_MD_CTX_free(ctx);
 	return ret;
 }
 

@@ -132,6 +132,10 @@ struct mc_model_info {
 	int64_t last_used_at;		 /* unix seconds */
 	const struct mc_file_info *file; /* the files of the current version */
 	size_t nfile;
+	/* The last verify recorded for it (mc_cache_verify2() with MC_VERIFY_RECORD). */
+	int64_t verified_at;	 /* unix seconds, 0 for never */
+	int64_t verify_findings; /* findings in this model then, -1 for never */
+	bool verify_deep;	 /* that verify was deep */
 };
 
 /*
@@ -142,7 +146,17 @@ int mc_cache_list(struct mc_cache *c, int (*cb)(void *ctx, const struct mc_model
 		  void *ctx, struct mc_err *err);
 
 enum {
-	MC_VERIFY_DEEP = 1 << 0, /* also rehash every blob (XXH3-128) and compare the digest */
+	/*
+	 * Also read every blob: its XXH3-128 digest, the SHA-256 the origin published (where the
+	 * index has one), and the structure of each *.safetensors file.
+	 */
+	MC_VERIFY_DEEP = 1 << 0,
+	/*
+	 * Record the result in the index: each checked model's time, findings and depth (ls,
+	 * metrics) and, when every model was checked, the cache-wide result (metrics). This
+	 * bookkeeping is the only write verify ever makes; without the flag it writes nothing.
+	 */
+	MC_VERIFY_RECORD = 1 << 1,
 };
 
 /*
@@ -155,12 +169,26 @@ enum {
  *   size          the blob's size: bytes as decimal numbers
  *   changed       the blob's inode or mtime: "inode N mtime_ns T" each
  *   not-readonly  the blob's mode: "0444" and the octal mode found
+ *   stray         a tree entry the index does not list: "" and what it is ("file of N bytes",
+ *                 "directory", "symlink to T", "other")
+ *   dangling-link a symlink in the tree whose target does not exist: "" and "symlink to T"; or
+ *                 models/NAME (path) points at its tree, which is gone: the target and ""
  *   digest        (MC_VERIFY_DEEP) hex digests, or "unreadable: REASON"
+ *   sha256        (MC_VERIFY_DEEP) the SHA-256 the origin published and the file's, in hex
+ *   safetensors   (MC_VERIFY_DEEP) a *.safetensors file whose structure is broken (header
+ *                 length, JSON, dtype, shape against byte span, spans not tiling the data up
+ *                 to the end of the file): what the format wants and what the file has,
+ *                 naming the tensor; reported whatever the digest says
  *   orphan-blob   a file under blobs/ the index does not know (whole-cache checks only)
  *   orphan-tmp    a file under tmp/ no download owns (whole-cache checks only)
+ *   orphan-link   an entry of models/ that names no model (whole-cache): its link target
+ *   orphan-tree   trees/NAME of no model, or trees/NAME/V (or V.json) of no version of it
+ *                 (whole-cache checks only)
+ * Names starting with '.' in models/ and trees/ are temp names of a publish in progress and
+ * are not reported.
  */
 struct mc_finding {
-	const char *model; /* "" for cache-wide findings (orphan-blob, orphan-tmp) */
+	const char *model; /* "" for cache-wide findings (orphan-*) */
 	const char *path;  /* file path in the model, or a path in the cache (see above) */
 	const char *kind;
 	const char *expected;
@@ -177,6 +205,81 @@ struct mc_finding {
 int mc_cache_verify(struct mc_cache *c, const char *const *names, size_t n, unsigned flags,
 		    void (*cb)(void *ctx, const struct mc_finding *f), void *ctx,
 		    uint64_t *nfindings, struct mc_err *err);
+
+struct mc_verify_opts {
+	const char *const *names; /* the models to check; every model when n is 0 */
+	size_t n;
+	unsigned flags; /* MC_VERIFY_* */
+	/* MC_VERIFY_DEEP: threads reading blobs; 0 for the default (the CPUs, from 2 to 4). */
+	unsigned threads;
+	void (*cb)(void *ctx, const struct mc_finding *f); /* may be NULL */
+	void *ctx;
+};
+
+struct mc_verify_result {
+	uint64_t findings;
+	uint64_t models;       /* models checked (those with a complete version) */
+	uint64_t files;	       /* their files */
+	uint64_t bytes_hashed; /* MC_VERIFY_DEEP: bytes read and hashed */
+	uint64_t hash_ms;      /* MC_VERIFY_DEEP: wall time spent reading and hashing */
+	unsigned threads;      /* MC_VERIFY_DEEP: threads that read */
+	int64_t at;	       /* when it began (unix seconds), what MC_VERIFY_RECORD records */
+};
+
+/*
+ * mc_cache_verify() with options and a result. Deep checks read blobs in o->threads threads,
+ * each file in parts of 64 MiB with 4 MiB sequential reads (one whole-file pass where a SHA-256
+ * is to be checked too); findings are still reported from the calling thread, model by model,
+ * in path order. Stops with MC_E_INTERRUPTED once mc_fetch_interrupt() was called, recording
+ * nothing. With MC_VERIFY_RECORD the result is written to the index (see above) after the
+ * check; a failure to write it is an error. Otherwise as mc_cache_verify(). Fills @res.
+ */
+int mc_cache_verify2(struct mc_cache *c, const struct mc_verify_opts *o,
+		     struct mc_verify_result *res, struct mc_err *err);
+
+/* One model as the metrics see it. */
+struct mc_metrics_model {
+	char *name;
+	const char *state; /* "complete", "pulling" or "failed", as mc_model_info */
+	uint64_t files;
+	uint64_t bytes; /* of its current version */
+	bool pinned;
+	int64_t last_used_at;
+	int64_t verified_at;	 /* 0 for never */
+	int64_t verify_findings; /* -1 for never */
+	bool verify_deep;
+};
+
+/* The numbers of a cache at one moment, for `mcache metrics` (metrics.c). */
+struct mc_metrics {
+	uint64_t usage_bytes;  /* mc_cache_usage(): blobs and temp files */
+	uint64_t blobs;	       /* blob rows */
+	uint64_t blob_bytes;   /* their bytes, each counted once */
+	uint64_t budget_bytes; /* mc_cache_budget(), 0 for none */
+	uint64_t downloads;    /* partial downloads (rows) */
+	uint64_t models_pinned;
+	/* The last verify of the whole cache recorded (MC_VERIFY_RECORD with every model). */
+	int64_t verified_at;	 /* 0 for never */
+	int64_t verify_findings; /* -1 for never */
+	bool verify_deep;
+	/* Totals over every pull into this index (counters; a rebuilt index starts at 0). */
+	uint64_t pulls_ok;
+	uint64_t pulls_failed; /* failed for any reason but usage errors and interruption */
+	uint64_t pulls_interrupted;
+	uint64_t download_bytes;	/* body bytes received from origins */
+	uint64_t download_requests;	/* HTTP requests started */
+	uint64_t download_retries;	/* of which retries after a transient failure */
+	struct mc_metrics_model *model; /* by name; owned */
+	size_t nmodel;
+};
+
+/*
+ * Reads the numbers of the cache into @m (release it with mc_cache_metrics_release(), also
+ * after a failure). Only reads. Returns 0 or a negative code with @err set (MC_E_USAGE for a
+ * bad $MCACHE_MAX_BYTES).
+ */
+int mc_cache_metrics(struct mc_cache *c, struct mc_metrics *m, struct mc_err *err);
+void mc_cache_metrics_release(struct mc_metrics *m);
 
 /*
  * Capacity management (gc.c). Usage is the bytes of the cache's blobs (each counted once, however

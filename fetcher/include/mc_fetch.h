@@ -209,6 +209,18 @@ int mc_sha256_file(int fd, uint64_t size, uint8_t sum[32]);
 void mc_digest_combine(const uint8_t *block_digests, uint64_t nblocks, uint64_t size,
 		       uint8_t digest[MC_DIGEST_LEN]);
 
+/*
+ * Deep verify's reader: the digests of blocks [first, first + count) of the open file @fd (@size
+ * bytes in all) into @digests (count * MC_DIGEST_LEN bytes), read up to @buflen bytes at a time
+ * into the caller's @buf (a positive multiple of MC_HASH_BLOCK): large sequential reads and no
+ * allocation, so that several threads can each hash a part of one file. With @sha256 not NULL
+ * (@first 0 and @count every block) also the SHA-256 of the whole file, from the same reads.
+ * Stops between reads once mc_fetch_interrupt() was called. Returns 0, -errno, -ENODATA when
+ * the file is shorter than @size, -EINVAL for bad arguments, -ENOMEM, or MC_E_INTERRUPTED.
+ */
+int mc_digest_blocks(int fd, uint64_t size, uint64_t first, uint64_t count, uint8_t *digests,
+		     uint8_t sha256[32], uint8_t *buf, size_t buflen);
+
 /* One-time global init (curl_global_init); returns 0 or MC_E_ORIGIN. */
 int mc_fetch_global_init(struct mc_err *err);
 void mc_fetch_global_cleanup(void);
