@@ -36,6 +36,15 @@ void mc_digest_combine(const uint8_t *block_digests, uint64_t nblocks, uint64_t 
 		digest[i] = c.digest[i];
 }
 
+void mc_digest_block(const void *buf, size_t len, uint8_t digest[MC_DIGEST_LEN])
+{
+	XXH128_canonical_t c;
+
+	XXH128_canonicalFromHash(&c, XXH3_128bits(buf, len));
+	for (int i = 0; i < MC_DIGEST_LEN; i++)
+		digest[i] = c.digest[i];
+}
+
 /*
  * Reads exactly @len bytes at @off. Returns 0, -errno, or -ENODATA when the file ends first
  * (shorter than its index says: a different content).
@@ -62,7 +71,6 @@ int mc_digest_file(int fd, uint64_t size, uint8_t digest[MC_DIGEST_LEN])
 {
 	uint64_t nblocks = (size + MC_HASH_BLOCK - 1) / MC_HASH_BLOCK;
 	uint8_t *blocks = NULL, *buf = NULL;
-	XXH128_canonical_t c;
 	int ret = 0;
 
 	buf = mc_malloc(MC_HASH_BLOCK);
@@ -78,9 +86,7 @@ int mc_digest_file(int fd, uint64_t size, uint8_t digest[MC_DIGEST_LEN])
 		ret = read_exact(fd, buf, want, off);
 		if (ret)
 			goto out;
-		XXH128_canonicalFromHash(&c, XXH3_128bits(buf, want));
-		for (int i = 0; i < MC_DIGEST_LEN; i++)
-			blocks[b * MC_DIGEST_LEN + (uint64_t)i] = c.digest[i];
+		mc_digest_block(buf, want, blocks + b * MC_DIGEST_LEN);
 	}
 	mc_digest_combine(blocks, nblocks, size, digest);
 out:

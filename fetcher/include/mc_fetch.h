@@ -205,6 +205,13 @@ int mc_digest_file(int fd, uint64_t size, uint8_t digest[MC_DIGEST_LEN]);
  */
 int mc_sha256_file(int fd, uint64_t size, uint8_t sum[32]);
 
+/*
+ * The digest of one hash block (@len ≤ MC_HASH_BLOCK bytes, the last block of a file may be
+ * shorter) as the engine computes it, for a writer that produces a file itself (a bundle's
+ * entries) and combines the blocks with mc_digest_combine().
+ */
+void mc_digest_block(const void *buf, size_t len, uint8_t digest[MC_DIGEST_LEN]);
+
 /* Combines @nblocks block digests and @size into the file digest (see the top of this file). */
 void mc_digest_combine(const uint8_t *block_digests, uint64_t nblocks, uint64_t size,
 		       uint8_t digest[MC_DIGEST_LEN]);
