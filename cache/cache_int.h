@@ -18,7 +18,7 @@
 /* PRAGMA application_id of every mcache index: "MCCH". */
 #define MC_INDEX_APP_ID 0x4d434348
 /* PRAGMA user_version this build writes; older indexes are migrated on open. */
-#define MC_INDEX_VERSION 4
+#define MC_INDEX_VERSION 5
 /*
  * A session that cannot be checked by its pid (another PID namespace or node) is alive while it
  * writes a heartbeat at least this often; live sessions write one every MC_HEARTBEAT_S.
@@ -61,6 +61,9 @@ enum mc_stmt {
 	MC_STMT_BLOB_UPSERT,
 	MC_STMT_FILE_INSERT,
 	MC_STMT_FILES_OF_VERSION,
+	MC_STMT_BUNDLE_REUSE_FIND,
+	MC_STMT_BUNDLE_KNOWN,
+	MC_STMT_BUNDLE_INSERT,
 	MC_STMT_COUNT
 };
 
@@ -245,6 +248,15 @@ struct mc_pull_file {
 	bool size_listed;    /* the source listed the object's size: listed_size */
 	uint64_t listed_size;
 	char sha256[65]; /* the SHA-256 the origin publishes, checked before publishing */
+	/*
+	 * A tar bundle (bundle.c): its blob is recorded in `bundles`, not `files`, and its
+	 * entries become the model's files when the pull publishes.
+	 */
+	bool bundle;
+	bool unpacked;			/* its entries were unpacked by this run (not copied) */
+	char bundle_hex[MC_DIGEST_HEX]; /* its blob, once recorded */
+	uint64_t entries;		/* files rows its entries gave this version */
+	uint64_t entries_reused;	/* of those, files whose bytes were already cached */
 };
 
 struct mc_pull {
@@ -255,6 +267,12 @@ struct mc_pull {
 	int64_t prev_version; /* the current version when the pull began, 0 for none */
 	struct mc_pull_file *file;
 	size_t nfile;
+	/* For bundles (bundle.c): limits (zero fields: the defaults) and the entries wanted. */
+	struct mc_bundle_limits limits;
+	const char *const *include;
+	size_t ninclude;
+	const char *const *exclude;
+	size_t nexclude;
 };
 
 extern const struct mc_fetch_ops mc_pull_ops;
@@ -278,6 +296,32 @@ int mc_pull_file_set(struct mc_pull *p, size_t i, const char *url, const char *s
 int mc_pull_publish(struct mc_pull *p, struct mc_err *err);
 /* Marks the version failed; download rows and temp files stay for a resume. */
 void mc_pull_fail(struct mc_pull *p);
+/* Sets *indexed when the index has a row for blob @hex and blobs/@rel still matches it. */
+int mc_pull_blob_is_indexed(struct mc_pull *p, const char *hex, const char *rel, bool *indexed,
+			    struct mc_err *err);
+
+/* bundle.c: tar bundles, unpacked into the model's tree (see cache/README.md, "Bundles"). */
+
+/* The length of @path's bundle extension (.tar, .tar.gz, .tgz, .tar.zst), 0 for none. */
+size_t mc_bundle_ext_len(const char *path);
+/* True when the URI @uri (its path, without query or fragment) names a bundle by extension. */
+bool mc_bundle_uri_is_bundle(const char *uri);
+/*
+ * The limits a pull applies: each field of @in when set, else its MCACHE_BUNDLE_* variable,
+ * else the default. Returns 0 or MC_E_USAGE for a bad variable.
+ */
+int mc_bundle_limits_resolve(const struct mc_bundle_limits *in, struct mc_bundle_limits *out,
+			     struct mc_err *err);
+/* Records the blob @hex of the bundle @pf for this version (a `bundles` row), in a transaction. */
+int mc_bundle_record(struct mc_pull *p, struct mc_pull_file *pf, const char *hex,
+		     struct mc_err *err);
+/*
+ * After every object arrived: gives the version the files of each bundle, copied from an
+ * earlier unpack of the same blob (same entry filter) whose files are intact, else unpacked
+ * from the blob with every check of cache/README.md. MC_E_ORIGIN names the first entry refused;
+ * what was published for earlier entries is left to gc (the version is not current).
+ */
+int mc_bundle_unpack_all(struct mc_pull *p, struct mc_err *err);
 
 /* Records @tag (the source's resolved revision, e.g. an HF commit) on the pull's version. */
 int mc_pull_set_tag(struct mc_pull *p, const char *tag, struct mc_err *err);

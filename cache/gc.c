@@ -18,7 +18,8 @@
  * Other processes may pull into the cache at the same time, so each decision is taken again
  * inside a BEGIN IMMEDIATE transaction (the write lock every step of a pull also takes), and a
  * file is only unlinked after the transaction that deleted its rows has committed. A blob is
- * referenced by a files row or by the digest a download records just before its temp file is
+ * referenced by a files row, a bundles row (the archive a version was unpacked from, deleted
+ * with its version), or by the digest a download records just before its temp file is
  * renamed into blobs/, so a blob gc deletes is never one a publisher is about to reuse: the
  * publisher cannot record that digest while gc holds the lock. Inside the transaction a blob
  * file is moved aside to tmp/gc-<hex>, only if it is the inode its row names; after the commit
@@ -1039,7 +1040,10 @@ struct blob_row {
 	uint64_t inode;
 };
 
-/* Blobs no files row and no download references: rows, then files. *freed gets their bytes. */
+/*
+ * Blobs no files row, no bundle (the archive a version was unpacked from) and no download
+ * references: rows, then files. *freed gets their bytes.
+ */
 static int sweep_blobs(struct gc *g, uint64_t *freed)
 {
 	struct blob_row *b = NULL;
@@ -1054,6 +1058,7 @@ static int sweep_blobs(struct gc *g, uint64_t *freed)
 	ret = prep(g->c,
 		   "SELECT digest, size, inode FROM blobs b"
 		   " WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.digest = b.digest)"
+		   " AND NOT EXISTS (SELECT 1 FROM bundles u WHERE u.digest = b.digest)"
 		   " AND NOT EXISTS (SELECT 1 FROM downloads d WHERE d.digest = b.digest)",
 		   &s, g->err);
 	while (!ret && (rc = sqlite3_step(s)) != SQLITE_DONE) {

@@ -120,6 +120,25 @@ static const char *const migrations[MC_INDEX_VERSION] = {
     "ALTER TABLE models ADD COLUMN verify_findings INTEGER;"
     "ALTER TABLE models ADD COLUMN verify_deep INTEGER;"
     "CREATE TABLE stats(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
+    /*
+     * 4 → 5: tar bundles (bundle.c). The archive a version's files were unpacked from stays a
+     * blob, referenced here rather than by a files row (consumers see only its entries), so
+     * that a re-pull of the same object neither downloads nor unpacks it again. `filter` is
+     * the entry selection it was unpacked with; `entries` the files it gave, NULL until then.
+     */
+    "CREATE TABLE bundles("
+    " version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,"
+    " source TEXT NOT NULL,"
+    " size INTEGER NOT NULL,"
+    " etag TEXT NOT NULL DEFAULT '',"
+    " last_modified TEXT NOT NULL DEFAULT '',"
+    " digest TEXT NOT NULL REFERENCES blobs(digest),"
+    " sha256 TEXT,"
+    " filter TEXT NOT NULL DEFAULT '',"
+    " entries INTEGER,"
+    " PRIMARY KEY(version_id, source)) WITHOUT ROWID;"
+    "CREATE INDEX bundles_source ON bundles(source, etag);"
+    "CREATE INDEX bundles_digest ON bundles(digest);",
 };
 
 static const char *const stmt_sql[MC_STMT_COUNT] = {
@@ -196,6 +215,20 @@ static const char *const stmt_sql[MC_STMT_COUNT] = {
 				 " b.inode, b.mtime_ns"
 				 " FROM files f JOIN blobs b ON b.digest = f.digest"
 				 " WHERE f.version_id = ?1 ORDER BY f.path",
+    /* MC_STMT_REUSE_FIND and MC_STMT_KNOWN_FILE for a bundle: same bindings, same columns. */
+    [MC_STMT_BUNDLE_REUSE_FIND] =
+	"SELECT b.digest, b.size, b.inode, b.mtime_ns"
+	" FROM bundles u JOIN blobs b ON b.digest = u.digest"
+	" WHERE u.source = ?1 AND u.size = ?3 AND b.size = ?3 AND u.etag = ?2"
+	" AND (?2 <> '' OR (?5 AND ?4 <> '' AND u.last_modified = ?4))"
+	" ORDER BY u.version_id DESC LIMIT 1",
+    [MC_STMT_BUNDLE_KNOWN] = "SELECT u.size, u.etag, u.last_modified, b.digest, b.inode,"
+			     " b.mtime_ns FROM bundles u JOIN blobs b ON b.digest = u.digest"
+			     " WHERE u.source = ?1 AND (u.etag <> '' OR u.last_modified <> '')"
+			     " ORDER BY u.version_id DESC LIMIT 1",
+    [MC_STMT_BUNDLE_INSERT] = "INSERT OR REPLACE INTO bundles(version_id, source, size, etag,"
+			      " last_modified, digest, sha256, filter) VALUES(?1, ?2, ?3, ?4, ?5,"
+			      " ?6, nullif(?7, ''), ?8)",
 };
 
 static int code_of(sqlite3 *db, int rc)

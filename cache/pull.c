@@ -25,7 +25,10 @@
 
 #include "mc_banned.h"
 
-/* Inserts the files row for @pf in this version, pointing at the blob @hex. */
+/*
+ * Inserts the files row for @pf in this version, pointing at the blob @hex; for a bundle, its
+ * `bundles` row instead (its entries become files rows when the pull publishes).
+ */
 static int record_file(struct mc_pull *p, struct mc_pull_file *pf, const char *hex,
 		       struct mc_err *err)
 {
@@ -33,6 +36,8 @@ static int record_file(struct mc_pull *p, struct mc_pull_file *pf, const char *h
 	sqlite3_stmt *s = NULL;
 	int ret;
 
+	if (pf->bundle)
+		return mc_bundle_record(p, pf, hex, err);
 	ret = mc_index_stmt(p->c, MC_STMT_FILE_INSERT, &s, err);
 	if (ret)
 		goto out;
@@ -69,7 +74,8 @@ static int reuse_locked(struct mc_pull *p, struct mc_pull_file *pf, struct mc_er
 		ret = 0;
 		goto out;
 	}
-	ret = mc_index_stmt(p->c, MC_STMT_REUSE_FIND, &s, err);
+	ret = mc_index_stmt(p->c, pf->bundle ? MC_STMT_BUNDLE_REUSE_FIND : MC_STMT_REUSE_FIND, &s,
+			    err);
 	if (ret)
 		goto out;
 	sqlite3_bind_text(s, 1, pf->source, -1, SQLITE_STATIC);
@@ -560,9 +566,8 @@ out:
 	return ret;
 }
 
-/* True when the index has a row for blob @hex and blobs/@rel still matches it. */
-static int blob_is_indexed(struct mc_pull *p, const char *hex, const char *rel, bool *indexed,
-			   struct mc_err *err)
+int mc_pull_blob_is_indexed(struct mc_pull *p, const char *hex, const char *rel, bool *indexed,
+			    struct mc_err *err)
 {
 	sqlite3_stmt *s = NULL;
 	int rc, ret;
@@ -736,7 +741,7 @@ static int pull_done(void *ctx, struct mc_fetch_file *f, struct mc_err *err)
 		goto out;
 	}
 	if (!ret)
-		ret = blob_is_indexed(p, hex, rel, &indexed, err);
+		ret = mc_pull_blob_is_indexed(p, hex, rel, &indexed, err);
 	if (!ret)
 		ret = mc_store_blob_publish(p->c, f->fd, pf->tmp_name, f->digest, indexed, &st,
 					    &dedup, err);
@@ -827,7 +832,7 @@ static int known_from_file(struct mc_pull *p, struct mc_pull_file *pf, bool *fou
 	int rc, ret;
 
 	*found = false;
-	ret = mc_index_stmt(p->c, MC_STMT_KNOWN_FILE, &s, err);
+	ret = mc_index_stmt(p->c, pf->bundle ? MC_STMT_BUNDLE_KNOWN : MC_STMT_KNOWN_FILE, &s, err);
 	if (ret)
 		goto out;
 	sqlite3_bind_text(s, 1, pf->source, -1, SQLITE_STATIC);
@@ -1086,14 +1091,19 @@ int mc_pull_publish(struct mc_pull *p, struct mc_err *err)
 	int64_t cur = 0;
 	size_t n = 0;
 	bool same = false;
+	size_t want = 0;
 	int ret;
 
-	ret = mc_index_tree_entries(p->c, p->version, &e, &n, err);
+	ret = mc_bundle_unpack_all(p, err);
+	if (!ret)
+		ret = mc_index_tree_entries(p->c, p->version, &e, &n, err);
 	if (ret)
 		goto out;
-	if (n != p->nfile) {
+	for (size_t i = 0; i < p->nfile; i++)
+		want += p->file[i].bundle ? p->file[i].entries : 1;
+	if (n != want) {
 		ret = mc_err_set(err, MC_E_INTEGRITY, "only %zu of the %zu files of '%s' arrived",
-				 n, p->nfile, p->name);
+				 n, want, p->name);
 		goto out_free;
 	}
 	ret = current_version(p, &cur, err);
@@ -1176,8 +1186,12 @@ static int check_duplicates(const struct mc_object_list *objs, const char *name,
 	return ret;
 }
 
-/* Every object the URIs name, in order; nothing is downloaded yet. */
-static int resolve_all(const struct mc_pull_opts *o, struct mc_object_list *objs,
+/*
+ * Every object the URIs name, in order; nothing is downloaded yet. @uri_end[i] receives the
+ * number of objects once URI i is resolved. A bundle's include and exclude patterns select its
+ * entries (bundle.c), so a bundle URI is resolved without them.
+ */
+static int resolve_all(const struct mc_pull_opts *o, struct mc_object_list *objs, size_t *uri_end,
 		       struct mc_err *err)
 {
 	struct mc_source_opts so = {.ca_file = o->fetch.ca_file,
@@ -1187,6 +1201,7 @@ static int resolve_all(const struct mc_pull_opts *o, struct mc_object_list *objs
 				    .ninclude = o->ninclude,
 				    .exclude = o->exclude,
 				    .nexclude = o->nexclude};
+	bool bundle;
 	int ret = 0;
 
 	for (size_t i = 0; i < o->nuris && !ret; i++) {
@@ -1200,9 +1215,23 @@ static int resolve_all(const struct mc_pull_opts *o, struct mc_object_list *objs
 			mc_free(safe);
 			break;
 		}
+		bundle = o->unpack || mc_bundle_uri_is_bundle(o->uris[i]);
+		so.ninclude = bundle ? 0 : o->ninclude;
+		so.nexclude = bundle ? 0 : o->nexclude;
 		ret = mc_source_resolve(o->uris[i], &so, objs, err);
+		uri_end[i] = objs->n;
 	}
 	return ret;
+}
+
+/* True when object @i of the pull is a bundle: --unpack, or its URI names one by extension. */
+static bool object_is_bundle(const struct mc_pull_opts *o, const size_t *uri_end, size_t i)
+{
+	size_t u = 0;
+
+	while (u + 1 < o->nuris && i >= uri_end[u])
+		u++;
+	return o->unpack || mc_bundle_uri_is_bundle(o->uris[u]);
 }
 
 /*
@@ -1216,7 +1245,12 @@ static int derive_name(const char *file, bool strip_ext, const char *source, cha
 	const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
 	const char *dot = strip_ext ? strrchr(base, '.') : NULL;
 	size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base), j = 0;
+	size_t ext = strip_ext ? mc_bundle_ext_len(base) : 0;
 	int ret = 0;
+
+	/* "llama-8b.tar.gz" gives "llama-8b", not "llama-8b.tar". */
+	if (ext && ext < strlen(base))
+		n = strlen(base) - ext;
 
 	for (size_t i = 0; i < n && j + 1 < len; i++) {
 		char ch = base[i];
@@ -1350,7 +1384,12 @@ static int fill_result(struct mc_pull *p, const struct mc_fetch_stats *stats,
 	res->version = p->version;
 	for (size_t i = 0; i < p->nfile; i++) {
 		res->bytes_fetched += p->file[i].fetched + p->file[i].f.bytes_fetched;
-		res->files_reused += p->file[i].reused;
+		if (p->file[i].bundle) {
+			res->files_reused += p->file[i].entries_reused;
+			res->bundles_unpacked += p->file[i].unpacked;
+		} else {
+			res->files_reused += p->file[i].reused;
+		}
 	}
 	if (res->bytes_fetched && stats->writer != MC_WRITER_AUTO)
 		res->writer = mc_writer_kind_name(stats->writer);
@@ -1576,9 +1615,10 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 	struct mc_fetch_stats own = {0};
 	struct mc_fetch_opts fo = o->fetch;
 	struct mc_pull p = {0};
+	struct mc_bundle_limits limits;
 	char derived[129], *model_source = NULL;
 	const char *name;
-	size_t nfetch = 0;
+	size_t nfetch = 0, *uri_end = NULL;
 	int ret;
 
 	memset(res, 0, sizeof(*res));
@@ -1586,7 +1626,15 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 		ret = mc_err_set(err, MC_E_USAGE, "nothing to pull: no URI given");
 		goto out;
 	}
-	ret = resolve_all(o, &objs, err);
+	ret = mc_bundle_limits_resolve(&o->bundle_limits, &limits, err);
+	if (ret)
+		goto out;
+	uri_end = mc_calloc(o->nuris, sizeof(*uri_end));
+	if (!uri_end) {
+		ret = mc_err_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = resolve_all(o, &objs, uri_end, err);
 	if (ret)
 		goto out;
 	if (!objs.n) {
@@ -1616,10 +1664,17 @@ int mc_cache_pull(struct mc_cache *c, const struct mc_pull_opts *o, struct mc_pu
 	ret = mc_pull_begin(&p, c, name, model_source, objs.n, err);
 	if (!ret && objs.revision[0])
 		ret = mc_pull_set_tag(&p, objs.revision, err);
+	p.limits = limits;
+	p.include = o->include;
+	p.ninclude = o->ninclude;
+	p.exclude = o->exclude;
+	p.nexclude = o->nexclude;
 	for (size_t i = 0; !ret && i < objs.n; i++) {
 		struct mc_object *ob = &objs.obj[i];
 		struct mc_pull_file *pf = &p.file[i];
 
+		/* Before mc_pull_file_set(): a bundle's cached copy is found in `bundles`. */
+		pf->bundle = object_is_bundle(o, uri_end, i);
 		ret = mc_pull_file_set(&p, i, ob->url, ob->source, ob->path, err);
 		if (ret)
 			break;
@@ -1655,6 +1710,7 @@ out:
 	/* Counters for `mcache metrics` (metrics.c): every pull that ran, whatever its outcome. */
 	mc_metrics_count_pull(c, fo.stats ? fo.stats : &own, ret);
 	mc_free(files);
+	mc_free(uri_end);
 	mc_free(model_source);
 	mc_object_list_release(&objs);
 	return ret;

@@ -48,6 +48,24 @@ int mc_cache_open2(struct mc_cache **out, const char *dir, unsigned flags, struc
 /* Closes the index and frees @c; NULL is fine. */
 void mc_cache_close(struct mc_cache *c);
 
+/*
+ * What a tar bundle may hold (see cache/README.md, "Bundles"). A field left 0 takes its
+ * MCACHE_BUNDLE_* variable when set, else the default in brackets. Exceeding any fails the
+ * whole pull with MC_E_ORIGIN before the offending entry is written.
+ */
+struct mc_bundle_limits {
+	uint64_t max_entries; /* entries of any kind [100000]: MCACHE_BUNDLE_MAX_ENTRIES */
+	uint64_t max_bytes;   /* bytes of all files together [4 TiB]: MCACHE_BUNDLE_MAX_BYTES */
+	/*
+	 * Bytes the archive may expand to, relative to its own size: at most max_ratio times
+	 * the archive plus ratio_slack [100, 1 GiB]: MCACHE_BUNDLE_MAX_RATIO. Catches a
+	 * decompression bomb after a few of its headers, long before max_bytes.
+	 */
+	uint64_t max_ratio;
+	uint64_t ratio_slack;
+	uint64_t max_depth; /* path components of an entry [32]: MCACHE_BUNDLE_MAX_DEPTH */
+};
+
 struct mc_pull_opts {
 	/*
 	 * Model name (mc_name_is_valid). NULL: derived from the first URI's file name without its
@@ -68,6 +86,14 @@ struct mc_pull_opts {
 	 */
 	void (*notice)(void *ctx, const char *label);
 	void *notice_ctx;
+	/*
+	 * Every object is a tar bundle (plain, gzip or zstd) whose regular files become the
+	 * model's files. Without it, only a URI whose path ends in .tar, .tar.gz, .tgz or
+	 * .tar.zst is one. The include and exclude patterns select a bundle's entries, not the
+	 * bundle.
+	 */
+	bool unpack;
+	struct mc_bundle_limits bundle_limits;
 };
 
 /* What mc_cache_gc() or mc_cache_rm() did (or, for a dry run, would do). */
@@ -85,12 +111,13 @@ struct mc_gc_result {
 };
 
 struct mc_pull_result {
-	char name[129];		/* the model name used */
-	int64_t version;	/* the version id now current */
-	uint64_t files;		/* files in the model */
-	uint64_t bytes;		/* bytes in the model */
-	uint64_t bytes_fetched; /* bytes received from origins in this run */
-	uint64_t files_reused;	/* files already in the cache (same object, or same digest) */
+	char name[129];		   /* the model name used */
+	int64_t version;	   /* the version id now current */
+	uint64_t files;		   /* files in the model */
+	uint64_t bytes;		   /* bytes in the model */
+	uint64_t bytes_fetched;	   /* bytes received from origins in this run */
+	uint64_t files_reused;	   /* files already in the cache (same object, or same digest) */
+	uint64_t bundles_unpacked; /* bundles unpacked by this run (0: none, or copied) */
 	/* The writer backend used, "io_uring" or "pwrite"; NULL when nothing was written. */
 	const char *writer;
 	/*
