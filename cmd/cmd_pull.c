@@ -26,6 +26,7 @@ const char mc_cmd_pull_usage[] =
     "                          [--max-rate RATE] [--ca-file FILE] [--writer KIND]\n"
     "                          [--retries N] [--stall-timeout SECONDS]\n"
     "                          [--include GLOB]... [--exclude GLOB]... [--insecure]\n"
+    "                          [--unpack]\n"
     "\n"
     "Fetches every URI into the cache as one model; its files appear under\n"
     "CACHE_DIR/models/NAME/, each complete and verified. What the cache already holds is\n"
@@ -34,6 +35,9 @@ const char mc_cmd_pull_usage[] =
     "  s3://bucket/prefix/        every object under the prefix (AWS_* environment)\n"
     "  s3://bucket/key            one object\n"
     "  hf://org/repo[@revision]   a Hugging Face Hub repository (HF_ENDPOINT, HF_TOKEN)\n"
+    "A URI ending in .tar, .tar.gz, .tgz or .tar.zst is a bundle: fetched, then its\n"
+    "files become the model's files; a symbolic link, device, unsafe path or an\n"
+    "archive over the limits fails the pull (exit 3) and publishes nothing.\n"
     "\n"
     "  --name NAME          the model's name (default: from the first URI)\n"
     "  --connections N      range requests in flight, 1 to 256 (default 16)\n"
@@ -49,6 +53,8 @@ const char mc_cmd_pull_usage[] =
     "  --include GLOB       only files whose path in the model matches (repeatable),\n"
     "                       such as '*.safetensors'\n"
     "  --exclude GLOB       no file whose path matches (repeatable), such as '*.bin'\n"
+    "  --unpack             every URI is a tar bundle (plain, gzip or zstd), whatever\n"
+    "                       its name; --include/--exclude select bundles' files\n"
     "  --insecure           do not verify TLS certificates (says so on stderr)\n"
     "  --stall-timeout SECONDS\n"
     "                       abort and retry a transfer that receives nothing for this\n"
@@ -66,6 +72,7 @@ enum {
 	OPT_INCLUDE,
 	OPT_EXCLUDE,
 	OPT_INSECURE,
+	OPT_UNPACK,
 };
 
 /* What pull's options fill: the pull itself, and the glob lists (room for one per argument). */
@@ -86,6 +93,7 @@ static const struct option pull_options[] = {
     {"include", required_argument, NULL, OPT_INCLUDE},
     {"exclude", required_argument, NULL, OPT_EXCLUDE},
     {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"unpack", no_argument, NULL, OPT_UNPACK},
     {NULL, 0, NULL, 0},
 };
 
@@ -151,6 +159,9 @@ static int pull_option(void *ctx, int opt, const char *arg, struct mc_err *err)
 	case OPT_INSECURE:
 		o->fetch.insecure = true;
 		return 0;
+	case OPT_UNPACK:
+		o->unpack = true;
+		return 0;
 	}
 	return MC_E_USAGE;
 }
@@ -165,6 +176,7 @@ static json_t *result_json(const struct mc_pull_result *r, double seconds)
 	    json_object_set_new(o, "bytes", mc_cli_json_uint(r->bytes)) ||
 	    json_object_set_new(o, "bytes_fetched", mc_cli_json_uint(r->bytes_fetched)) ||
 	    json_object_set_new(o, "files_reused", mc_cli_json_uint(r->files_reused)) ||
+	    json_object_set_new(o, "bundles_unpacked", mc_cli_json_uint(r->bundles_unpacked)) ||
 	    json_object_set_new(o, "seconds", json_real(seconds)) ||
 	    json_object_set_new(o, "writer", mc_cli_json_string(r->writer)) ||
 	    json_object_set_new(o, "gc", r->gc_ran ? mc_cli_gc_json(&r->gc) : json_null())) {

@@ -15,6 +15,7 @@ PKGS=(
 	dpkg-dev file zlib1g-dev # packaging/static/build.sh (which also installs what it lacks)
 	ceph-mon ceph-osd radosgw awscli # the S3 origin of the s3:// tests (tests/lib/rgw.sh)
 	python3-yaml yamllint # tests/packaging/pk_k8s.sh (Kubernetes packaging)
+	libarchive-dev tar gzip zstd # bundles (cache/bundle.c) and the archives of it_bundle.sh
 )
 BENCH_PKGS=(aria2 wget curl time)
 
