@@ -410,4 +410,11 @@ int mc_rebuild_guard(struct mc_cache *c, bool exclusive, struct mc_err *err);
  */
 void mc_metrics_count_pull(struct mc_cache *c, const struct mc_fetch_stats *st, int ret);
 
+/*
+ * list.c: the state of the model of row @r as ls and metrics show it: "complete" (it has a
+ * current version), else its latest attempt's: "pulling" (a live process pulls it), "partial"
+ * (the process pulling it died: its downloads wait for a resume) or "failed". A static string.
+ */
+const char *mc_model_state(struct mc_cache *c, const struct mc_model_row *r);
+
 #endif

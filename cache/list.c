@@ -1,6 +1,8 @@
 /*
  * mc_cache_list(): the models of the cache, by name, each with the files of its current
- * version; a model never completed is listed with the state of its latest attempt.
+ * version; a model never completed is listed with the state of its latest attempt: "pulling"
+ * while a live process pulls it, "partial" when that process died (its downloads wait for a
+ * resume), "failed".
  *
  * Rows are copied out of SQLite before the callback runs, so that no statement is active (and
  * no read transaction held) while the caller prints or calls back into the cache.
@@ -40,6 +42,27 @@ static int read_files(struct mc_cache *c, int64_t version, struct mc_tree_entry 
 	return 0;
 }
 
+const char *mc_model_state(struct mc_cache *c, const struct mc_model_row *r)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t session = 0;
+
+	/* Static strings: the caller may free the row before it is done with the state. */
+	if (r->current || !strcmp(r->state, "complete"))
+		return "complete";
+	if (strcmp(r->state, "pulling"))
+		return "failed";
+	if (sqlite3_prepare_v2(c->db, "SELECT coalesce(session_id, 0) FROM versions WHERE id = ?1",
+			       -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(s, 1, r->version);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			session = sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	/* Its process died (SIGKILL, a node crash): what it downloaded waits for a resume. */
+	return session && mc_session_alive(c, session) ? "pulling" : "partial";
+}
+
 int mc_cache_list(struct mc_cache *c, int (*cb)(void *ctx, const struct mc_model_info *m),
 		  void *ctx, struct mc_err *err)
 {
@@ -64,7 +87,7 @@ int mc_cache_list(struct mc_cache *c, int (*cb)(void *ctx, const struct mc_model
 			break;
 		}
 		m.name = rows[i].name;
-		m.state = rows[i].current ? "complete" : rows[i].state;
+		m.state = mc_model_state(c, &rows[i]);
 		m.version = rows[i].current ? rows[i].current : rows[i].version;
 		m.files = nfiles;
 		m.pinned = rows[i].pinned;

@@ -145,9 +145,7 @@ static int read_models(struct mc_cache *c, struct mc_metrics *m, struct mc_err *
 		mm->name = rows[i].name;
 		rows[i].name = NULL;
 		m->nmodel++;
-		mm->state = rows[i].current		       ? "complete"
-			    : !strcmp(rows[i].state, "failed") ? "failed"
-							       : "pulling";
+		mm->state = mc_model_state(c, &rows[i]);
 		mm->pinned = rows[i].pinned;
 		m->models_pinned += rows[i].pinned;
 		mm->last_used_at = rows[i].last_used_at;

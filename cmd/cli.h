@@ -128,6 +128,15 @@ int mc_cli_parse_chunk_size(const char *s, uint64_t *out, struct mc_err *err);
 /* --max-rate: a size per second, with an optional trailing "/s"; 0 means unlimited. */
 int mc_cli_parse_rate(const char *s, uint64_t *out, struct mc_err *err);
 
+/* watch.c: --watch INTERVAL, for commands that repeat (verify, metrics). */
+/* --watch: a duration (30s, 10m, 1h, 1d; seconds without a unit) into *out seconds. */
+int mc_cli_parse_watch(const char *s, uint64_t *out, struct mc_err *err);
+/*
+ * Sleeps @seconds, or until SIGINT/SIGTERM asked a MC_CMD_STOPPABLE command to stop; returns
+ * true when it was asked (a clean stop between rounds).
+ */
+bool mc_cli_watch_sleep(uint64_t seconds);
+
 /*
  * Writes a printable, secret-free form of user input @s into @buf for messages: anything that
  * looks like a URL is redacted (mc_url_redact), control characters become '?', and long input is
@@ -210,9 +219,11 @@ void mc_cli_progress_end(struct mc_cli_progress *p);
 int mc_cmd_pull(int argc, char **argv, struct mc_cli *cli);
 int mc_cmd_ls(int argc, char **argv, struct mc_cli *cli);
 int mc_cmd_verify(int argc, char **argv, struct mc_cli *cli);
+int mc_cmd_metrics(int argc, char **argv, struct mc_cli *cli);
 extern const char mc_cmd_pull_usage[];
 extern const char mc_cmd_ls_usage[];
 extern const char mc_cmd_verify_usage[];
+extern const char mc_cmd_metrics_usage[];
 int mc_cmd_pin(int argc, char **argv, struct mc_cli *cli);
 int mc_cmd_unpin(int argc, char **argv, struct mc_cli *cli);
 int mc_cmd_rm(int argc, char **argv, struct mc_cli *cli);

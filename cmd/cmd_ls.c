@@ -15,7 +15,8 @@
 const char mc_cmd_ls_usage[] =
     "usage: mcache ls\n"
     "\n"
-    "Lists the models in the cache: name, version, state, files, size, pin and last use.\n"
+    "Lists the models in the cache: name, version, state, files, size, pin, last use\n"
+    "and last verify (time, result, deep or fast).\n"
     "With -v, also each model's files (size, digest, path); with --json, a document\n"
     "with every field (see mcache(1)).\n";
 
@@ -39,6 +40,24 @@ static json_t *file_json(const struct mc_file_info *f)
 	return o;
 }
 
+/* {"at", "findings", "ok", "deep"} of the last recorded verify, or null for never. */
+static json_t *last_verify_json(const struct mc_model_info *m)
+{
+	json_t *o;
+
+	if (m->verified_at <= 0 || m->verify_findings < 0)
+		return json_null();
+	o = json_object();
+	if (!o || json_object_set_new(o, "at", json_integer(m->verified_at)) ||
+	    json_object_set_new(o, "findings", json_integer(m->verify_findings)) ||
+	    json_object_set_new(o, "ok", json_boolean(m->verify_findings == 0)) ||
+	    json_object_set_new(o, "deep", json_boolean(m->verify_deep))) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
 static json_t *model_json(const struct mc_model_info *m)
 {
 	json_t *o = json_object(), *files = json_array();
@@ -55,7 +74,8 @@ static json_t *model_json(const struct mc_model_info *m)
 	    json_object_set_new(o, "bytes", mc_cli_json_uint(m->bytes)) ||
 	    json_object_set_new(o, "pinned", json_boolean(m->pinned)) ||
 	    json_object_set_new(o, "created_at", json_integer(m->created_at)) ||
-	    json_object_set_new(o, "last_used_at", json_integer(m->last_used_at)))
+	    json_object_set_new(o, "last_used_at", json_integer(m->last_used_at)) ||
+	    json_object_set_new(o, "last_verify", last_verify_json(m)))
 		goto out_fail;
 	if (json_object_set_new(o, "file_list", files)) {
 		files = NULL; /* taken and released by json_object_set_new() */
@@ -105,11 +125,32 @@ static void print_files(const json_t *files)
 	}
 }
 
+/* "2024-05-01 12:34 ok (deep)", "... 3 findings (fast)", or "-" for never. */
+static char *format_verify(const json_t *v, char *buf, size_t len)
+{
+	char at[32];
+	int64_t n = get_int(v, "findings");
+
+	if (!json_is_object(v)) {
+		snprintf(buf, len, "-");
+		return buf;
+	}
+	mc_cli_format_time(get_int(v, "at"), at, sizeof(at));
+	if (n == 0)
+		snprintf(buf, len, "%s ok (%s)", at,
+			 json_is_true(json_object_get(v, "deep")) ? "deep" : "fast");
+	else
+		snprintf(buf, len, "%s %lld %s (%s)", at, (long long)n,
+			 mc_cli_plural((uint64_t)n, "finding", "findings"),
+			 json_is_true(json_object_get(v, "deep")) ? "deep" : "fast");
+	return buf;
+}
+
 static void print_table(const json_t *models, bool with_files)
 {
 	int name_width = 4; /* "NAME" */
 	const json_t *m;
-	char size[32], used[32];
+	char size[32], used[32], verified[80];
 	size_t i;
 
 	json_array_foreach(models, i, m)
@@ -119,18 +160,20 @@ static void print_table(const json_t *models, bool with_files)
 		if (n > name_width)
 			name_width = n;
 	}
-	printf("%-*s  %7s  %-8s  %5s  %10s  %-6s  %s\n", name_width, "NAME", "VERSION", "STATE",
-	       "FILES", "SIZE", "PINNED", "LAST USED");
+	printf("%-*s  %7s  %-8s  %5s  %10s  %-6s  %-16s  %s\n", name_width, "NAME", "VERSION",
+	       "STATE", "FILES", "SIZE", "PINNED", "LAST USED", "LAST VERIFIED");
 	json_array_foreach(models, i, m)
 	{
 		mc_cli_put(stdout, get_str(m, "name"));
-		printf("%*s  %7lld  %-8s  %5lld  %10s  %-6s  %s\n",
-		       name_width - (int)strlen(get_str(m, "name")), "",
-		       (long long)get_int(m, "version"), get_str(m, "state"),
-		       (long long)get_int(m, "files"),
-		       mc_format_size((uint64_t)get_int(m, "bytes"), size, sizeof(size)),
-		       json_is_true(json_object_get(m, "pinned")) ? "yes" : "no",
-		       mc_cli_format_time(get_int(m, "last_used_at"), used, sizeof(used)));
+		printf(
+		    "%*s  %7lld  %-8s  %5lld  %10s  %-6s  %-16s  %s\n",
+		    name_width - (int)strlen(get_str(m, "name")), "",
+		    (long long)get_int(m, "version"), get_str(m, "state"),
+		    (long long)get_int(m, "files"),
+		    mc_format_size((uint64_t)get_int(m, "bytes"), size, sizeof(size)),
+		    json_is_true(json_object_get(m, "pinned")) ? "yes" : "no",
+		    mc_cli_format_time(get_int(m, "last_used_at"), used, sizeof(used)),
+		    format_verify(json_object_get(m, "last_verify"), verified, sizeof(verified)));
 		if (with_files)
 			print_files(json_object_get(m, "file_list"));
 	}

@@ -150,7 +150,7 @@ struct mc_file_info {
 
 struct mc_model_info {
 	const char *name;
-	const char *state; /* "complete", or "pulling"/"failed" for a model never completed */
+	const char *state; /* "complete"; never completed: "pulling", "partial" or "failed" */
 	int64_t version;
 	uint64_t files;
 	uint64_t bytes;
@@ -267,7 +267,7 @@ int mc_cache_verify2(struct mc_cache *c, const struct mc_verify_opts *o,
 /* One model as the metrics see it. */
 struct mc_metrics_model {
 	char *name;
-	const char *state; /* "complete", "pulling" or "failed", as mc_model_info */
+	const char *state; /* as mc_model_info */
 	uint64_t files;
 	uint64_t bytes; /* of its current version */
 	bool pinned;

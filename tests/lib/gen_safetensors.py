@@ -17,6 +17,8 @@ Usage:
       PREFIX.safetensors.index.json (several shards) and config.json; OUTDIR/../ untouched.
       --size is the total of the shards; each shard gets an equal share (the last the rest).
   gen_safetensors.py file OUT --size 3M [--seed 1]     one safetensors file of exactly SIZE
+      [--corrupt KIND]  ... then broken in one way (past-end, overlap, gap, shape, dtype,
+                        length, json), for tests of verify --deep; its size then changes a little
   gen_safetensors.py check FILE...                      validates files, exit 1 on a problem
 """
 
@@ -169,10 +171,66 @@ def cmd_model(args):
         print(n)
 
 
+# Structural faults `file --corrupt KIND` writes, for tests of mcache verify --deep. Each
+# changes one thing about the last tensor (by offset) or the prefix, keeping the rest valid:
+#   past-end  its shape and span grow by one row: it runs past the end of the file
+#   overlap   it begins one row earlier and grows by one row: overlaps its predecessor
+#   gap       its predecessor shrinks by one row: a gap before it
+#   shape     its shape grows by one row, its span does not: shape x dtype != span
+#   dtype     its dtype is "Q4", which safetensors does not know
+#   length    the 8-byte header length exceeds the file
+#   json      the header is not JSON (its first byte becomes '[')
+CORRUPT_KINDS = ("past-end", "overlap", "gap", "shape", "dtype", "length", "json")
+
+
+def corrupt_file(path, kind):
+    """Rewrites the safetensors file at path with one structural fault (see CORRUPT_KINDS)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        hdr = json.loads(f.read(n).decode("utf-8"))
+        data = f.read()
+    names = sorted((k for k in hdr if k != "__metadata__"),
+                   key=lambda k: hdr[k]["data_offsets"][0])
+    if len(names) < 2:
+        raise SystemExit("gen_safetensors: --corrupt needs a file of two tensors or more")
+    last, prev = hdr[names[-1]], hdr[names[-2]]
+    row = DTYPE_SIZE[last["dtype"]]
+    for dim in last["shape"][1:]:
+        row *= dim
+    if kind == "past-end":
+        last["shape"][0] += 1
+        last["data_offsets"][1] += row
+    elif kind == "overlap":
+        last["shape"][0] += 1
+        last["data_offsets"][0] -= row
+    elif kind == "gap":
+        prow = DTYPE_SIZE[prev["dtype"]]
+        for dim in prev["shape"][1:]:
+            prow *= dim
+        prev["shape"][0] -= 1
+        prev["data_offsets"][1] -= prow
+    elif kind == "shape":
+        last["shape"][0] += 1
+    elif kind == "dtype":
+        last["dtype"] = "Q4"
+    raw = json.dumps(hdr, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    if kind == "json":
+        raw = b"[" + raw[1:]
+    length = len(raw) if kind != "length" else len(raw) + len(data) + 1
+    with open(path + ".part", "wb") as f:
+        f.write(struct.pack("<Q", length))
+        f.write(raw)
+        f.write(data)
+    os.replace(path + ".part", path)
+
+
 def cmd_file(args):
     d = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(d, exist_ok=True)
     write_safetensors(args.out, args.size, args.seed)
+    if args.corrupt:
+        corrupt_file(args.out, args.corrupt)
     print(args.out)
 
 
@@ -241,6 +299,8 @@ def main():
     f.add_argument("out")
     f.add_argument("--size", type=parse_size, required=True)
     f.add_argument("--seed", default="1")
+    f.add_argument("--corrupt", choices=CORRUPT_KINDS,
+                   help="one structural fault (the size is then approximate)")
     c = sub.add_parser("check", help="validate safetensors files")
     c.add_argument("files", nargs="+")
     args = ap.parse_args()

@@ -781,6 +781,35 @@ static void test_metrics(void)
 	teardown(&fx);
 }
 
+/*
+ * After SIGTERM (mc_fetch_interrupt()), verify stops with MC_E_INTERRUPTED and records
+ * nothing; the deep reader stops between reads. Runs last: the flag cannot be cleared.
+ */
+static void test_interrupted(void)
+{
+	const char *names[1] = {"m"};
+	struct mc_verify_opts o = {names, 1, MC_VERIFY_DEEP | MC_VERIFY_RECORD, 2, NULL, NULL};
+	struct mc_verify_result r;
+	uint8_t digests[3 * MC_DIGEST_LEN], *buf = malloc(MIB);
+	struct fixture fx;
+	struct mc_err err;
+	int fd;
+
+	setup(&fx);
+	mc_fetch_interrupt();
+	mc_err_init(&err);
+	ASSERT_EQ(mc_cache_verify2(fx.c, &o, &r, &err), MC_E_INTERRUPTED);
+	ASSERT_STR_EQ(err.msg, "interrupted");
+	ASSERT_EQ(tc_query(fx.c, "SELECT count(*) FROM models WHERE verified_at IS NOT NULL"), 0);
+	fd = open(fx.blob_a, O_RDONLY | O_CLOEXEC);
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(mc_digest_blocks(fd, fx.o[0].size, 0, 3, digests, NULL, buf, MIB),
+		  MC_E_INTERRUPTED);
+	close(fd);
+	free(buf);
+	teardown(&fx);
+}
+
 int main(void)
 {
 	int fds = tc_open_fds();
@@ -805,6 +834,7 @@ int main(void)
 	MC_RUN(test_safetensors);
 	MC_RUN(test_record);
 	MC_RUN(test_metrics);
+	MC_RUN(test_interrupted); /* last: it leaves the interrupt flag set */
 	ASSERT_EQ(tc_open_fds(), fds);
 	return 0;
 }
