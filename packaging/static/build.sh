@@ -77,6 +77,7 @@ XML_CONFIGURE=(
 PKGS=(
 	build-essential cmake pkg-config dpkg-dev file ca-certificates
 	libssl-dev zlib1g-dev liburing-dev libxxhash-dev libsqlite3-dev libjansson-dev libyaml-dev
+	libarchive-dev libzstd-dev
 )
 
 recipe_key() { # NAME ARGS...: a short hash of a library's recipe (name, flags, CA path)

@@ -115,6 +115,12 @@ mc_expect 0 --cache-dir /cache verify --deep
 mc_expect 0 --cache-dir /cache ls --json
 assert_eq "$(json "$MC_STDOUT" 'j["models"][0]["name"]')" m "ls --json in the root"
 
+step "empty root: a .tar.zst bundle unpacks (libarchive's tar reader and zstd, linked in)"
+command -v zstd >/dev/null || fail "zstd is required (tests/deps.sh)"
+tar -C "$WWW/m" -cf - . | zstd -q -o "$WWW/m.tar.zst"
+mc_expect 0 --cache-dir /cache pull "$NGINX_URL/m.tar.zst" --name bundle
+assert_same_tree "$WWW/m" "$R/cache/models/bundle" "${FILES[@]}"
+
 step "empty root: localhost (resolved by libcurl), an unknown name fails"
 mapfile -t U < <(urls "http://localhost:$NGINX_PORT")
 mc_expect 0 --cache-dir /cache-lh pull "${U[@]}" --name m
