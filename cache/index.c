@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mc_banned.h"
 
@@ -462,6 +463,25 @@ out:
 	return ret;
 }
 
+/*
+ * PRAGMA journal_mode = WAL. Processes opening a new index together may each hold a shared lock
+ * and want the exclusive one to convert it: SQLite then answers SQLITE_BUSY at once instead of
+ * calling the busy handler (waiting could deadlock), so the pragma is tried again, every 10 ms
+ * for as long as the busy timeout. Once the file is in WAL mode the pragma takes no lock.
+ */
+static int switch_to_wal(struct mc_cache *c, struct mc_err *err)
+{
+	int rc;
+
+	for (int i = 0; i < 1000; i++) {
+		rc = sqlite3_exec(c->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+		if ((rc & 0xff) != SQLITE_BUSY)
+			break;
+		usleep(10 * 1000);
+	}
+	return rc == SQLITE_OK ? 0 : mc_index_fail(c, rc, err, "switch the index to WAL");
+}
+
 int mc_index_open(struct mc_cache *c, struct mc_err *err)
 {
 	struct header h = {0};
@@ -500,7 +520,7 @@ int mc_index_open(struct mc_cache *c, struct mc_err *err)
 	ret = check_header(c, &h, err);
 	if (ret)
 		goto out;
-	ret = exec_sql(c, "PRAGMA journal_mode = WAL", "switch the index to WAL", err);
+	ret = switch_to_wal(c, err);
 	if (!ret)
 		ret = exec_sql(c, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON",
 			       "configure the index", err);
