@@ -18,7 +18,7 @@ set -euo pipefail
 . "$(dirname "$0")/../lib/nginx.sh"
 mc_setup
 
-[ "$(id -u)" -eq 0 ] || fail "it_init needs root (unshare --mount for the literal /models target); CI runs as root"
+[ "$(id -u)" -eq 0 ] || fail "it_init needs root (the literal /models target); CI runs as root"
 command -v unshare >/dev/null || fail "unshare (util-linux) is required"
 unset MODEL_URL MODEL_FILE MCACHE_TARGET MCACHE_MANIFEST MCACHE_OFFLINE MCACHE_DRY_RUN
 unset MCACHE_MODEL_NAME MCACHE_TERMINATION_LOG MCACHE_CONNECTIONS MCACHE_MAX_RATE
@@ -70,24 +70,34 @@ PY
 }
 
 step "seed scenario, cold: only MODEL_URL, the literal /models target"
-HOSTMODELS=$MC_TMP/models
-mkdir -p "$HOSTMODELS"
-MADE_ROOT_MODELS=0
+# A pod's view: /models is its volume. Where the machine has no /models (CI), this test
+# makes it, runs init there with no target set at all, and removes it at exit. Where one
+# exists, the run gets a private mount namespace with a temp directory bind-mounted on it
+# (unshare needs / to be a mount point: not inside a chroot).
 if [ ! -e /models ]; then
 	mkdir /models
-	MADE_ROOT_MODELS=1
-	mc_at_exit "[ $MADE_ROOT_MODELS = 1 ] && rmdir /models 2>/dev/null || true"
+	mc_at_exit "rm -rf /models"
+	HOSTMODELS=/models
+	SEED_NS=0
+else
+	HOSTMODELS=$MC_TMP/models
+	mkdir -p "$HOSTMODELS"
+	SEED_NS=1
 fi
-# A pod's view: /models is its volume. The namespace keeps the bind mount private to the run.
 seed_init() {
 	local want=$1
 	shift
 	: >"$TERM_LOG"
 	MC_RC=0
-	env -i PATH="$PATH" MODEL_URL="$URL" MCACHE_TERMINATION_LOG="$TERM_LOG" "$@" \
-		unshare --mount --propagation private sh -c \
-		'mount --bind "$1" /models && exec timeout -k 5 120 "$2" init' sh "$HOSTMODELS" "$MCACHE_BIN" \
-		>"$MC_STDOUT" 2>"$MC_STDERR" || MC_RC=$?
+	if [ "$SEED_NS" = 1 ]; then
+		env -i PATH="$PATH" MODEL_URL="$URL" MCACHE_TERMINATION_LOG="$TERM_LOG" "$@" \
+			unshare --mount --propagation private sh -c \
+			'mount --bind "$1" /models && exec timeout -k 5 120 "$2" init' sh "$HOSTMODELS" \
+			"$MCACHE_BIN" >"$MC_STDOUT" 2>"$MC_STDERR" || MC_RC=$?
+	else
+		env -i PATH="$PATH" MODEL_URL="$URL" MCACHE_TERMINATION_LOG="$TERM_LOG" "$@" \
+			timeout -k 5 120 "$MCACHE_BIN" init >"$MC_STDOUT" 2>"$MC_STDERR" || MC_RC=$?
+	fi
 	cat "$MC_STDOUT" "$MC_STDERR" "$TERM_LOG" >>"$OUTS/all"
 	[ "$MC_RC" -eq "$want" ] || { mc_show_output; fail "seed init exited $MC_RC, want $want"; }
 }
