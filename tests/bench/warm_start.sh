@@ -60,7 +60,7 @@ for s in 16M 1G; do
 	log "$s cold: $(($(run_init "$s") / 1000)) ms"
 done
 step "$ROUNDS interleaved rounds of warm runs"
-for r in $(seq "$ROUNDS"); do
+for _ in $(seq "$ROUNDS"); do
 	for s in 16M 1G; do
 		run_init "$s" >>"$MC_TMP/check-$s.us"
 		run_init "$s" MCACHE_OFFLINE=1 >>"$MC_TMP/offline-$s.us"
