@@ -141,30 +141,50 @@ char *mc_format_size(uint64_t n, char *buf, size_t len)
 
 char *mc_url_redact(const char *url)
 {
-	const char *scheme_end = strstr(url, "://");
-	const char *auth, *auth_end, *at, *path_end;
-	size_t slen, n;
+	/*
+	 * The query and fragment go first, wherever they are: nothing after the first '?' or '#'
+	 * can be scheme, authority or path. (Looking for "://" first would find one inside a
+	 * query when the URL has "https:/host" with one slash, which libcurl accepts: found by
+	 * fuzz_url.)
+	 */
+	size_t end = strcspn(url, "?#"), n = 0, s = 0;
+	const char *auth = NULL, *auth_end, *at;
 	char *out;
 
-	if (!scheme_end)
-		return mc_strndup(url, strcspn(url, "?#"));
-	slen = (size_t)(scheme_end - url) + 3;
-	auth = scheme_end + 3;
-	auth_end = auth + strcspn(auth, "/?#");
-	/* Drop "user:password@" from the authority: everything up to its last '@'. */
+	/* A scheme: ALPHA *(ALPHA / DIGIT / "+" / "-" / ".") ":", then any slashes. */
+	if (end && ((url[0] >= 'a' && url[0] <= 'z') || (url[0] >= 'A' && url[0] <= 'Z'))) {
+		s = strspn(url,
+			   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+		if (s < end && url[s] == ':') {
+			s++;
+			s += strspn(url + s, "/");
+			if (s > end)
+				s = end;
+			auth = url + s;
+		}
+	}
+	out = mc_malloc(end + 1);
+	if (!out)
+		return NULL;
+	if (!auth) {
+		memcpy(out, url, end);
+		out[end] = '\0';
+		return out;
+	}
+	/* Drop "user:password@" from the authority (up to the next '/'): up to its last '@'. */
+	auth_end = auth + strcspn(auth, "/");
+	if (auth_end > url + end)
+		auth_end = url + end;
 	for (at = auth_end; at > auth; at--) {
 		if (at[-1] == '@') {
 			auth = at;
 			break;
 		}
 	}
-	path_end = auth_end + strcspn(auth_end, "?#");
-	n = slen + (size_t)(path_end - auth);
-	out = mc_malloc(n + 1);
-	if (!out)
-		return NULL;
-	memcpy(out, url, slen);
-	memcpy(out + slen, auth, (size_t)(path_end - auth));
+	memcpy(out, url, s);
+	n = s;
+	memcpy(out + n, auth, (size_t)(url + end - auth));
+	n += (size_t)(url + end - auth);
 	out[n] = '\0';
 	return out;
 }
