@@ -58,26 +58,43 @@ out:
 }
 
 /*
- * Skips @pf when a blob in the index came from the same object: same source and size, and the
- * same ETag, or the same Last-Modified when the origin answered 304 to If-Modified-Since.
+ * Records @pf as the cached blob @hex. A blob that is gone or was changed on disk (its size,
+ * inode or mtime no longer what its row says) is not reused: it gets downloaded again.
  */
-static int reuse_locked(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+static int reuse_blob(struct mc_pull *p, struct mc_pull_file *pf, const char *hex, uint64_t inode,
+		      int64_t mtime_ns, struct mc_err *err)
+{
+	char rel[MC_BLOB_REL_MAX];
+	int ret;
+
+	if (!hex[0] || mc_store_blob_rel_hex(hex, rel) ||
+	    !mc_store_blob_matches(p->c, rel, pf->f.remote.size, inode, mtime_ns))
+		return 0;
+	ret = record_file(p, pf, hex, err);
+	if (!ret) {
+		pf->f.skip = true;
+		pf->reused = true;
+	}
+	return ret;
+}
+
+/*
+ * A blob in the index came from the same object: same source and size, and the same ETag, or
+ * the same Last-Modified when the origin answered 304 to If-Modified-Since.
+ */
+static int find_same_object(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
 {
 	struct mc_fetch_file *f = &pf->f;
-	char hex[MC_DIGEST_HEX] = "", rel[MC_BLOB_REL_MAX];
+	char hex[MC_DIGEST_HEX] = "";
 	uint64_t inode = 0;
 	int64_t mtime_ns = 0;
 	sqlite3_stmt *s = NULL;
 	int rc, ret;
 
-	if (!f->remote.etag[0] && !(f->not_modified && f->remote.last_modified[0])) {
-		ret = 0;
-		goto out;
-	}
 	ret = mc_index_stmt(p->c, pf->bundle ? MC_STMT_BUNDLE_REUSE_FIND : MC_STMT_REUSE_FIND, &s,
 			    err);
 	if (ret)
-		goto out;
+		return ret;
 	sqlite3_bind_text(s, 1, pf->source, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, f->remote.etag, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, (sqlite3_int64)f->remote.size);
@@ -92,46 +109,77 @@ static int reuse_locked(struct mc_pull *p, struct mc_pull_file *pf, struct mc_er
 		ret = mc_index_fail(p->c, rc, err, "look up '%s'", f->label);
 	}
 	sqlite3_reset(s);
-	if (ret || !hex[0])
-		goto out;
-	/* A blob that is gone or was changed on disk is not reused: it gets downloaded again. */
-	if (mc_store_blob_rel_hex(hex, rel) ||
-	    !mc_store_blob_matches(p->c, rel, f->remote.size, inode, mtime_ns))
-		goto out;
-	ret = record_file(p, pf, hex, err);
-	if (ret)
-		goto out;
-	f->skip = true;
-	pf->reused = true;
-out:
-	return ret;
+	return ret ? ret : reuse_blob(p, pf, hex, inode, mtime_ns, err);
 }
 
 /*
- * The lookup, the check of the blob on disk and the files row that references it form one
- * write transaction: gc, which removes only blobs no files row references, also decides
+ * Dedup before download: the origin published the object's SHA-256 in its listing (the Hub
+ * does for LFS files) and a cached file, from any source, was checked against the same SHA-256
+ * and has the same size: link that blob instead of fetching the bytes.
+ */
+static int find_same_sha256(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	char hex[MC_DIGEST_HEX] = "";
+	uint64_t inode = 0;
+	int64_t mtime_ns = 0;
+	sqlite3_stmt *s = NULL;
+	int rc, ret = 0;
+
+	rc = sqlite3_prepare_v2(p->c->db,
+				"SELECT b.digest, b.inode, b.mtime_ns FROM files f"
+				" JOIN blobs b ON b.digest = f.digest"
+				" WHERE f.sha256 = ?1 AND f.size = ?2 AND b.size = ?2 LIMIT 1",
+				-1, &s, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, pf->sha256, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)pf->f.remote.size);
+		rc = sqlite3_step(s);
+	}
+	if (rc == SQLITE_ROW) {
+		snprintf(hex, sizeof(hex), "%s", mc_index_text(s, 0));
+		inode = (uint64_t)sqlite3_column_int64(s, 1);
+		mtime_ns = sqlite3_column_int64(s, 2);
+	} else if (rc != SQLITE_DONE) {
+		ret = mc_index_fail(p->c, rc, err, "look up '%s' by its SHA-256", pf->f.label);
+	}
+	sqlite3_finalize(s);
+	return ret ? ret : reuse_blob(p, pf, hex, inode, mtime_ns, err);
+}
+
+/*
+ * Runs @find in one write transaction: the lookup, the check of the blob on disk and the files
+ * row that references it. gc, which removes only blobs no files row references, also decides
  * inside one, so a blob found here cannot be collected before this version points at it.
  */
-static int try_reuse(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+static int reuse_in_tx(struct mc_pull *p, struct mc_pull_file *pf,
+		       int (*find)(struct mc_pull *, struct mc_pull_file *, struct mc_err *),
+		       struct mc_err *err)
 {
-	struct mc_fetch_file *f = &pf->f;
 	int ret;
 
-	if (!f->remote.etag[0] && !(f->not_modified && f->remote.last_modified[0]))
-		return 0;
 	ret = mc_index_begin(p->c, err);
 	if (ret)
 		return ret;
-	ret = reuse_locked(p, pf, err);
+	ret = find(p, pf, err);
 	if (!ret)
 		ret = mc_index_commit(p->c, err);
 	if (ret) {
 		mc_index_rollback(p->c);
 		pf->recorded = false;
-		f->skip = false;
+		pf->f.skip = false;
 		pf->reused = false;
 	}
 	return ret;
+}
+
+/* Skips @pf when a cached blob came from the same object (see find_same_object()). */
+static int try_reuse(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
+{
+	const struct mc_fetch_file *f = &pf->f;
+
+	if (!f->remote.etag[0] && !(f->not_modified && f->remote.last_modified[0]))
+		return 0;
+	return reuse_in_tx(p, pf, find_same_object, err);
 }
 
 /* True for the "<digits>.part" names this file gives temp files. */
@@ -1297,61 +1345,6 @@ static int default_name(const char *uri, const struct mc_object_list *objs, char
 }
 
 /*
- * Dedup before download: the origin published the object's SHA-256 in its listing (the Hub
- * does for LFS files) and a cached file, from any source, was checked against the same SHA-256
- * and has the same size: link that blob instead of fetching the bytes.
- */
-static int try_reuse_sha256(struct mc_pull *p, struct mc_pull_file *pf, struct mc_err *err)
-{
-	char hex[MC_DIGEST_HEX] = "", rel[MC_BLOB_REL_MAX];
-	uint64_t inode = 0;
-	int64_t mtime_ns = 0;
-	sqlite3_stmt *s = NULL;
-	int rc, ret;
-
-	/* One transaction, as in try_reuse(): gc cannot take the blob in between. */
-	ret = mc_index_begin(p->c, err);
-	if (ret)
-		return ret;
-	rc = sqlite3_prepare_v2(p->c->db,
-				"SELECT b.digest, b.inode, b.mtime_ns FROM files f"
-				" JOIN blobs b ON b.digest = f.digest"
-				" WHERE f.sha256 = ?1 AND f.size = ?2 AND b.size = ?2 LIMIT 1",
-				-1, &s, NULL);
-	if (rc == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, pf->sha256, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, (sqlite3_int64)pf->f.remote.size);
-		rc = sqlite3_step(s);
-	}
-	if (rc == SQLITE_ROW) {
-		snprintf(hex, sizeof(hex), "%s", mc_index_text(s, 0));
-		inode = (uint64_t)sqlite3_column_int64(s, 1);
-		mtime_ns = sqlite3_column_int64(s, 2);
-	} else if (rc != SQLITE_DONE) {
-		ret = mc_index_fail(p->c, rc, err, "look up '%s' by its SHA-256", pf->f.label);
-	}
-	sqlite3_finalize(s);
-	if (ret || !hex[0] || mc_store_blob_rel_hex(hex, rel) ||
-	    !mc_store_blob_matches(p->c, rel, pf->f.remote.size, inode, mtime_ns))
-		goto out;
-	ret = record_file(p, pf, hex, err);
-	if (ret)
-		goto out;
-	pf->f.skip = true;
-	pf->reused = true;
-out:
-	if (!ret)
-		ret = mc_index_commit(p->c, err);
-	if (ret) {
-		mc_index_rollback(p->c);
-		pf->recorded = false;
-		pf->f.skip = false;
-		pf->reused = false;
-	}
-	return ret;
-}
-
-/*
  * An object whose listing (S3) names the same ETag and size as a file already cached from the
  * same source is reused before any request: a warm check costs one listing, not a probe per
  * file.
@@ -1371,7 +1364,7 @@ static int reuse_from_listing(struct mc_pull *p, struct mc_pull_file *pf,
 	if (ob->etag[0])
 		ret = try_reuse(p, pf, err);
 	if (!ret && !f->skip && ob->sha256[0])
-		ret = try_reuse_sha256(p, pf, err);
+		ret = reuse_in_tx(p, pf, find_same_sha256, err);
 	if (!f->skip)
 		memset(&f->remote, 0, sizeof(f->remote));
 	return ret;
