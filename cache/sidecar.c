@@ -17,6 +17,7 @@
 #include "cache_int.h"
 
 #include "mc_alloc.h"
+#include "mc_fs.h"
 #include "mc_util.h"
 
 #include <errno.h>
@@ -131,49 +132,17 @@ out:
 	return ret;
 }
 
-/* Writes all of @len bytes at @buf to @fd. */
-static int write_all(int fd, const char *buf, size_t len)
-{
-	ssize_t n;
-
-	while (len) {
-		n = write(fd, buf, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Creates @tmp beneath @mfd, removing a leftover of a process that died with the same pid. */
-static int create_tmp(int mfd, const char *tmp)
-{
-	int fd;
-
-	for (int tries = 0; tries < 2; tries++) {
-		fd = openat(mfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-		if (fd >= 0 || errno != EEXIST)
-			break;
-		unlinkat(mfd, tmp, 0);
-	}
-	return fd < 0 ? -errno : fd;
-}
-
 int mc_sidecar_write(struct mc_cache *c, int mfd, const char *name, int64_t version,
 		     struct mc_err *err)
 {
 	const size_t flags = JSON_INDENT(1) | JSON_PRESERVE_ORDER;
-	char file[32], tmp[64];
+	char file[32];
 	json_t *root = json_object();
 	char *text = NULL;
 	size_t len;
-	int fd, ret;
+	int ret;
 
 	snprintf(file, sizeof(file), "%lld.json", (long long)version);
-	snprintf(tmp, sizeof(tmp), ".%lld.json.%ld.tmp", (long long)version, (long)getpid());
 	if (!root) {
 		ret = mc_err_set(err, -ENOMEM, "out of memory");
 		goto out;
@@ -190,24 +159,9 @@ int mc_sidecar_write(struct mc_cache *c, int mfd, const char *name, int64_t vers
 		ret = mc_err_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	fd = create_tmp(mfd, tmp);
-	if (fd < 0) {
-		ret = mc_err_errno(err, fd, "cannot create '%s/trees/%s/%s'", c->dir, name, tmp);
-		goto out;
-	}
-	ret = write_all(fd, text, len);
-	if (!ret && fsync(fd))
-		ret = -errno;
-	close(fd);
-	if (!ret && renameat(mfd, tmp, mfd, file))
-		ret = -errno;
-	if (ret) {
-		unlinkat(mfd, tmp, 0);
+	ret = mc_fs_write_atomic(mfd, file, text, len);
+	if (ret)
 		mc_err_errno(err, ret, "cannot write '%s/trees/%s/%s'", c->dir, name, file);
-		goto out;
-	}
-	if (fsync(mfd))
-		ret = mc_err_errno(err, -errno, "cannot sync '%s/trees/%s'", c->dir, name);
 out:
 	mc_free(text);
 	json_decref(root);

@@ -18,6 +18,7 @@
 #include "cli.h"
 
 #include "mc_alloc.h"
+#include "mc_fs.h"
 #include "mc_util.h"
 
 #include <errno.h>
@@ -258,61 +259,28 @@ static void format_metrics(struct text *t, const struct mc_metrics *m)
 	format_models(t, m);
 }
 
-/* Writes all of @buf to @fd. Returns 0 or -errno. */
-static int write_all(int fd, const char *buf, size_t len)
-{
-	ssize_t n;
-
-	while (len) {
-		n = write(fd, buf, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
- * Replaces @path with @buf atomically: a temp file beside it, fsync, rename, fsync of the
- * directory. Returns 0 or an exit status after the error.
+ * Replaces @path with @buf atomically (mc_fs_write_atomic: temp file beside it, fsync, rename,
+ * fsync of the directory), for the node-exporter textfile collector, which must never read a
+ * partial file. Returns 0 or an exit status after the error.
  */
 static int write_atomically(const char *path, const char *buf, size_t len)
 {
 	const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
-	char dir[4096], tmp[512];
-	int dfd, fd = -1, ret = 0;
+	char dir[4096];
+	int dfd, ret;
 
 	if (slash == path)
 		snprintf(dir, sizeof(dir), "/");
 	else
 		snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1,
 			 slash ? path : ".");
-	snprintf(tmp, sizeof(tmp), ".%.200s.%ld.tmp", base, (long)getpid());
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
 		mc_cli_error("cannot open the directory of '%s': %s", path, strerror(errno));
 		return mc_exit_code(-errno);
 	}
-	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (fd < 0) {
-		ret = -errno;
-		goto out;
-	}
-	ret = write_all(fd, buf, len);
-	if (!ret && fsync(fd))
-		ret = -errno;
-	if (close(fd) && !ret)
-		ret = -errno;
-	if (!ret && renameat(dfd, tmp, dfd, base))
-		ret = -errno;
-	if (!ret && fsync(dfd))
-		ret = -errno;
-	if (ret)
-		unlinkat(dfd, tmp, 0);
-out:
+	ret = mc_fs_write_atomic(dfd, base, buf, len);
 	close(dfd);
 	if (ret) {
 		mc_cli_error("cannot write '%s': %s", path, strerror(-ret));

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -94,4 +95,41 @@ int mc_fs_open_parent(int dirfd, const char *path, bool create, const char **lea
 	}
 	*leaf = comp;
 	return cur;
+}
+
+int mc_fs_write_atomic(int dirfd, const char *name, const void *buf, size_t len)
+{
+	const char *p = buf;
+	char tmp[300];
+	ssize_t n;
+	int fd = -1, ret = 0;
+
+	snprintf(tmp, sizeof(tmp), ".%.200s.%ld.tmp", name, (long)getpid());
+	for (int tries = 0; tries < 2 && fd < 0; tries++) {
+		fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (fd < 0 && errno == EEXIST && tries == 0)
+			unlinkat(dirfd, tmp, 0);
+		else if (fd < 0)
+			return -errno;
+	}
+	while (len && !ret) {
+		n = write(fd, p, len);
+		if (n < 0 && errno != EINTR)
+			ret = -errno;
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+		}
+	}
+	if (!ret && fsync(fd))
+		ret = -errno;
+	if (close(fd) && !ret)
+		ret = -errno;
+	if (!ret && renameat(dirfd, tmp, dirfd, name))
+		ret = -errno;
+	if (ret)
+		unlinkat(dirfd, tmp, 0);
+	else if (fsync(dirfd))
+		ret = -errno;
+	return ret;
 }

@@ -11,6 +11,7 @@
 #define MC_FS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Opens the single component @name beneath @dirfd (O_CLOEXEC|O_NOFOLLOW added). fd or -errno. */
 int mc_fs_open_beneath(int dirfd, const char *name, int flags);
@@ -29,5 +30,13 @@ int mc_fs_open_dir(int dirfd, const char *name, bool create, bool *created);
  * one-component path) or -errno.
  */
 int mc_fs_open_parent(int dirfd, const char *path, bool create, const char **leaf);
+
+/*
+ * Replaces @dirfd/@name with @len bytes of @buf atomically: a temp file beside it
+ * (".NAME.PID.tmp", created O_EXCL without following a symlink; a leftover of a dead process
+ * with our pid is removed first), written, fsynced, renamed over @name, then @dirfd fsynced.
+ * Mode 0644. Returns 0 or -errno; on failure the temp file is gone and @name untouched.
+ */
+int mc_fs_write_atomic(int dirfd, const char *name, const void *buf, size_t len);
 
 #endif
