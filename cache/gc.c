@@ -36,6 +36,7 @@
 #include "cache_int.h"
 
 #include "mc_alloc.h"
+#include "mc_fs.h"
 #include "mc_util.h"
 
 #include <dirent.h>
@@ -62,8 +63,6 @@
 /* tmp/gc-<hex>: a blob moved aside by a gc transaction that has not ended yet. */
 #define GC_PREFIX   "gc-"
 #define GC_NAME_MAX (sizeof(GC_PREFIX) + MC_DIGEST_HEX)
-/* Deeper trees than this are left for a person to look at (and keep fds bounded). */
-#define TREE_DEPTH_MAX 256
 /* Room asked beyond a download's shortfall when gc makes space for it: filesystem metadata. */
 #define ROOM_MARGIN (1u << 20)
 
@@ -258,50 +257,6 @@ out:
 }
 
 /*
- * Removes @name beneath @parent and everything under it. Directories are opened without
- * following symlinks; a symlink is removed, never followed. ENOENT is success.
- */
-static int rm_rf(int parent, const char *name, int depth)
-{
-	struct dirent *d;
-	struct stat st;
-	DIR *dir;
-	int fd, r, ret = 0;
-
-	fd = mc_store_open_dir(parent, name, false, NULL);
-	if (fd == -ENOTDIR || fd == -ELOOP)
-		return unlinkat(parent, name, 0) && errno != ENOENT ? -errno : 0;
-	if (fd < 0)
-		return fd == -ENOENT ? 0 : fd;
-	if (depth >= TREE_DEPTH_MAX) {
-		close(fd);
-		return -ELOOP;
-	}
-	dir = fdopendir(fd);
-	if (!dir) {
-		ret = -errno;
-		close(fd);
-		return ret;
-	}
-	while ((d = readdir(dir)) != NULL) {
-		if (is_dot(d->d_name))
-			continue;
-		if (fstatat(fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW))
-			r = errno == ENOENT ? 0 : -errno;
-		else if (S_ISDIR(st.st_mode))
-			r = rm_rf(fd, d->d_name, depth + 1);
-		else
-			r = unlinkat(fd, d->d_name, 0) && errno != ENOENT ? -errno : 0;
-		if (r && !ret)
-			ret = r;
-	}
-	closedir(dir);
-	if (unlinkat(parent, name, AT_REMOVEDIR) && errno != ENOENT && !ret)
-		ret = -errno;
-	return ret;
-}
-
-/*
  * Removes trees/@name/@version and its sidecar @version.json (sidecar.c), after the commit that
  * deleted the version's row.
  */
@@ -320,7 +275,7 @@ static void remove_version_tree(struct gc *g, const char *name, int64_t version)
 			note_late(g, mfd, "open", "trees", name);
 		return;
 	}
-	ret = rm_rf(mfd, vname, 0);
+	ret = mc_fs_remove_tree(mfd, vname);
 	r = unlinkat(mfd, side, 0) && errno != ENOENT ? -errno : 0;
 	close(mfd);
 	if (ret || r) {
@@ -848,7 +803,7 @@ static int sweep_model_tree(struct gc *g, const char *name, int64_t mid)
 				NULL, (int64_t)v, mid, &ignored, &found, g->err);
 		if (ret || found)
 			continue;
-		r = rm_rf(dirfd(dir), d->d_name, 0);
+		r = mc_fs_remove_tree(dirfd(dir), d->d_name);
 		if (r)
 			note_late(g, r, "remove", "trees", name);
 	}
@@ -931,7 +886,7 @@ static int sweep_trees(struct gc *g)
 		if (ret || id)
 			continue;
 		remove_link(g, names[i]);
-		r = rm_rf(g->c->trees_fd, names[i], 0);
+		r = mc_fs_remove_tree(g->c->trees_fd, names[i]);
 		if (r)
 			note_late(g, r, "remove", "trees", names[i]);
 	}

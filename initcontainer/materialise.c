@@ -167,36 +167,6 @@ int mc_place_file(int target_fd, const char *file, const struct mc_model_view *v
 	return ret;
 }
 
-/* Removes @name beneath @dir_fd and everything in it, never following a symlink. */
-static int remove_tree(int dir_fd, const char *name, int depth)
-{
-	struct dirent *d;
-	DIR *dir;
-	int fd, ret = 0;
-
-	if (unlinkat(dir_fd, name, 0) == 0 || errno == ENOENT)
-		return 0;
-	if (depth > 64)
-		return -ELOOP;
-	fd = mc_fs_open_beneath(dir_fd, name, O_RDONLY | O_DIRECTORY);
-	if (fd < 0)
-		return fd;
-	dir = fdopendir(fd);
-	if (!dir) {
-		close(fd);
-		return -errno;
-	}
-	while (!ret && (d = readdir(dir)) != NULL) {
-		if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
-			continue;
-		ret = remove_tree(dirfd(dir), d->d_name, depth + 1);
-	}
-	closedir(dir);
-	if (!ret && unlinkat(dir_fd, name, AT_REMOVEDIR))
-		ret = -errno;
-	return ret;
-}
-
 /* Counts the regular files beneath @fd (at most @limit + 1). */
 static size_t count_files(int fd, size_t limit, int depth)
 {
@@ -263,7 +233,7 @@ int mc_place_tree(int target_fd, const char *dir, const struct mc_model_view *v,
 	if (tree_in_place(target_fd, dir, v))
 		return 0;
 	tmp_name(dir, tmp, sizeof(tmp));
-	remove_tree(target_fd, tmp, 0); /* a leftover of a killed run with our pid */
+	mc_fs_remove_tree(target_fd, tmp); /* a leftover of a killed run with our pid */
 	fd = mc_fs_open_dir(target_fd, tmp, true, NULL);
 	if (fd < 0)
 		return mc_err_errno(err, fd, "cannot create '%s' in the target", tmp);
@@ -286,13 +256,13 @@ int mc_place_tree(int target_fd, const char *dir, const struct mc_model_view *v,
 	close(fd);
 	/* The previous tree (if any) and the new one change places in one step. */
 	if (!ret && renameat2(target_fd, tmp, target_fd, dir, RENAME_EXCHANGE) == 0)
-		remove_tree(target_fd, tmp, 0);
+		mc_fs_remove_tree(target_fd, tmp);
 	else if (!ret && errno == ENOENT && renameat(target_fd, tmp, target_fd, dir) == 0)
 		;
 	else if (!ret)
 		ret = mc_err_errno(err, -errno, "cannot move '%s' into place", dir);
 	if (ret)
-		remove_tree(target_fd, tmp, 0);
+		mc_fs_remove_tree(target_fd, tmp);
 	else if (fsync(target_fd))
 		ret = mc_err_errno(err, -errno, "cannot sync the target directory");
 	return ret;

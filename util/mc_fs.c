@@ -3,6 +3,7 @@
 
 #include "mc_alloc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -95,6 +96,54 @@ int mc_fs_open_parent(int dirfd, const char *path, bool create, const char **lea
 	}
 	*leaf = comp;
 	return cur;
+}
+
+/* Deeper than any model tree; bounds the recursion against a hostile directory. */
+#define REMOVE_DEPTH_MAX 256
+
+static int remove_tree(int parent, const char *name, int depth)
+{
+	struct dirent *d;
+	struct stat st;
+	DIR *dir;
+	int fd, r, ret = 0;
+
+	fd = mc_fs_open_dir(parent, name, false, NULL);
+	if (fd == -ENOTDIR || fd == -ELOOP)
+		return unlinkat(parent, name, 0) && errno != ENOENT ? -errno : 0;
+	if (fd < 0)
+		return fd == -ENOENT ? 0 : fd;
+	if (depth >= REMOVE_DEPTH_MAX) {
+		close(fd);
+		return -ELOOP;
+	}
+	dir = fdopendir(fd);
+	if (!dir) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	while ((d = readdir(dir)) != NULL) {
+		if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
+			continue;
+		if (fstatat(fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW))
+			r = errno == ENOENT ? 0 : -errno;
+		else if (S_ISDIR(st.st_mode))
+			r = remove_tree(fd, d->d_name, depth + 1);
+		else
+			r = unlinkat(fd, d->d_name, 0) && errno != ENOENT ? -errno : 0;
+		if (r && !ret)
+			ret = r;
+	}
+	closedir(dir);
+	if (unlinkat(parent, name, AT_REMOVEDIR) && errno != ENOENT && !ret)
+		ret = -errno;
+	return ret;
+}
+
+int mc_fs_remove_tree(int dirfd, const char *name)
+{
+	return remove_tree(dirfd, name, 0);
 }
 
 int mc_fs_write_atomic(int dirfd, const char *name, const void *buf, size_t len)

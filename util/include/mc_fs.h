@@ -32,6 +32,13 @@ int mc_fs_open_dir(int dirfd, const char *name, bool create, bool *created);
 int mc_fs_open_parent(int dirfd, const char *path, bool create, const char **leaf);
 
 /*
+ * Removes @name beneath @dirfd: a file or symlink is unlinked (never followed), a directory is
+ * emptied recursively (at most 256 levels) and removed. A missing @name is fine. Goes on past
+ * an entry it cannot remove and returns the first error (-errno), else 0.
+ */
+int mc_fs_remove_tree(int dirfd, const char *name);
+
+/*
  * Replaces @dirfd/@name with @len bytes of @buf atomically: a temp file beside it
  * (".NAME.PID.tmp", created O_EXCL without following a symlink; a leftover of a dead process
  * with our pid is removed first), written, fsynced, renamed over @name, then @dirfd fsynced.
